@@ -1,0 +1,1 @@
+"""The HTTP API: envelope, middleware, authentication, rate limits, one module per resource."""

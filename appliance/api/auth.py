@@ -1,0 +1,127 @@
+"""Authentication (§1, §3, §8): the key from ``X-API-Key``, looked up by hash in a memory cache,
+then status, IP allowlist, rate limits. Every failure is an :class:`ApiError` with the contract code."""
+from __future__ import annotations
+
+import ipaddress
+import time
+from functools import lru_cache
+from typing import Iterable
+
+from starlette.requests import Request
+
+from appliance import apikeys
+from appliance.api.middleware import PRINCIPAL, RATE_HEADERS
+from appliance.api.ratelimit import RateLimiter
+from appliance.apikeys import KeyGrant
+from appliance.credentials import hash_key, looks_like_key
+from appliance.errors import ApiError
+from appliance.store import Reader
+from appliance.store.ops import Op
+
+_STATUS_ERRORS = {
+    "expired": ("KEY_EXPIRED", "API key has expired"),
+    "revoked": ("KEY_REVOKED", "API key has been revoked"),
+    "suspended": ("KEY_SUSPENDED", "API key is suspended"),
+}
+
+
+@lru_cache(maxsize=4096)
+def _in_networks(ip: str, networks: tuple[str, ...]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr.version == n.version and addr in n for n in map(ipaddress.ip_network, networks))
+
+
+def client_ip(scope: dict, trusted_proxies: tuple[str, ...]) -> str:
+    """The socket's peer, or the nearest untrusted hop of X-Forwarded-For when the peer is a
+    configured proxy; a client cannot forge its address through a proxy we do not trust."""
+    peer = (scope.get("client") or ("0.0.0.0", 0))[0]
+    if not trusted_proxies or not _safe_in(peer, trusted_proxies):
+        return peer
+    forwarded = dict(scope["headers"]).get(b"x-forwarded-for", b"").decode("latin-1")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _safe_in(hop, trusted_proxies):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _safe_in(ip: str, networks: tuple[str, ...]) -> bool:
+    return _is_ip(ip) and _in_networks(ip, networks)
+
+
+class Authenticator:
+    def __init__(self, reader: Reader, limiter: RateLimiter, trusted_proxies: Iterable[str],
+                 failed_per_minute: int) -> None:
+        self._reader = reader
+        self._limiter = limiter
+        self._proxies = tuple(trusted_proxies)
+        self._failed_limit = {"minute": failed_per_minute}
+        self._cache: dict[str, KeyGrant] = {}
+        self._last_used: dict[str, tuple[float, str]] = {}
+
+    def invalidate(self) -> None:
+        """Forget every cached key: a key changed somewhere (API, CLI process)."""
+        self._cache.clear()
+
+    def authenticate(self, request: Request, scope_needed: str | None) -> KeyGrant:
+        scope = request.scope
+        ip = client_ip(scope, self._proxies)
+        scope["cix.client_ip"] = ip
+        ip_subject = f"ip:{ip}"
+        blocked = self._limiter.hit(ip_subject, self._failed_limit, count=False)
+        if not blocked.allowed:
+            raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many failed authentications from this address",
+                           headers={"Retry-After": str(blocked.retry_after)})
+        raw = request.headers.get("x-api-key")
+        if not raw:
+            raise ApiError(401, "MISSING_API_KEY", "X-API-Key header is required")
+        grant = self._lookup(raw) if looks_like_key(raw) else None
+        if grant is None:
+            self._limiter.hit(ip_subject, self._failed_limit)
+            raise ApiError(401, "INVALID_API_KEY", "invalid API key")
+        now = time.time()
+        status = apikeys.effective_status(grant, now)
+        if status in _STATUS_ERRORS:
+            code, message = _STATUS_ERRORS[status]
+            raise ApiError(401, code, message)
+        if grant.allowed_ips is not None and not _safe_in(ip, grant.allowed_ips):
+            raise ApiError(403, "IP_NOT_ALLOWED", f"requests from {ip} are not allowed for this key")
+        decision = self._limiter.hit(f"key:{grant.id}", {
+            "minute": grant.rate_minute, "hour": grant.rate_hour, "day": grant.rate_day}, now)
+        scope[RATE_HEADERS] = decision.headers
+        scope[PRINCIPAL] = grant
+        self._last_used[grant.id] = (now, ip)
+        if not decision.allowed:
+            raise ApiError(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded",
+                           headers={"Retry-After": str(decision.retry_after)})
+        if scope_needed is not None and scope_needed not in grant.scopes:
+            raise ApiError(403, "INSUFFICIENT_SCOPE", f"this API key lacks the '{scope_needed}' scope")
+        return grant
+
+    def _lookup(self, raw: str) -> KeyGrant | None:
+        digest = hash_key(raw)
+        grant = self._cache.get(digest)
+        if grant is None:
+            # Unknown keys are not cached: guesses would fill memory, and they are rate-limited.
+            row = self._reader.one("SELECT * FROM api_keys WHERE key_hash = ?", (digest,))
+            if row is None:
+                return None
+            grant = self._cache[digest] = KeyGrant.from_row(row)
+        return grant
+
+    def drain(self) -> list[Op]:
+        """lastUsedAt/lastUsedIp since the last call, coalesced per key."""
+        if not self._last_used:
+            return []
+        rows = [(ts, ip, key_id) for key_id, (ts, ip) in self._last_used.items()]
+        self._last_used.clear()
+        return [Op([("UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ?", ())],
+                   many={0: rows})]

@@ -1,0 +1,36 @@
+"""``GET /engines`` (§10): every scan type, whether it can run here, and what is missing."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from appliance.api.context import authorize
+from appliance.api.envelope import ok
+from engines.base import Engine, Scanner
+
+
+def engine_json(scanner: Scanner) -> dict[str, Any]:
+    found = scanner.probe()
+    data: dict[str, Any] = {
+        "scanType": scanner.name, "name": scanner.title, "installed": found.installed,
+        "available": found.available, "version": found.version, "missing": list(found.missing),
+        "offlineDataAge": None, "targetTypes": sorted(scanner.target_types),
+        "defaultTimeout": scanner.default_timeout,
+    }
+    if isinstance(scanner, Engine):
+        data["options"] = scanner.option_schema()
+    return data
+
+
+async def list_engines(request: Request) -> JSONResponse:
+    services, _ = authorize(request, "engines:read")
+    # The first probe runs each scanner's --version: off the event loop.
+    data = await asyncio.to_thread(lambda: [engine_json(s) for s in services.engines.values()])
+    return ok(data)
+
+
+routes = [Route("/engines", list_engines, methods=["GET"])]

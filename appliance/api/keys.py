@@ -1,0 +1,86 @@
+"""``/api-keys`` (§8): keys managing keys, never beyond what the calling key holds itself."""
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from appliance import apikeys
+from appliance.api.context import actor, authorize
+from appliance.api.envelope import ok, page_params, pagination, read_json
+from appliance.errors import ApiError
+from appliance.validate import Body
+
+
+def _key_row(request: Request, tenant_id: str):
+    row = request.app.state.services.reader.one(
+        "SELECT * FROM api_keys WHERE id = ? AND tenant_id = ?", (request.path_params["key_id"], tenant_id))
+    if row is None:
+        raise ApiError(404, "API_KEY_NOT_FOUND", "API key not found")
+    return row
+
+
+async def _respond_with_key(request: Request, key_id: str, status: int = 200, raw: str | None = None
+                            ) -> JSONResponse:
+    row = request.app.state.services.reader.one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+    data = apikeys.to_json(row)
+    if raw is not None:
+        data["key"] = raw
+    return ok(data, status)
+
+
+async def create_key(request: Request) -> JSONResponse:
+    services, grant = authorize(request, "api-keys:write")
+    spec = apikeys.confine(apikeys.parse_spec(await read_json(request), services.engines), grant)
+    key_id, raw, ops = apikeys.create_ops(grant.tenant_id, spec, actor(grant))
+    await services.commit_keys(*ops)
+    return await _respond_with_key(request, key_id, 201, raw)
+
+
+async def list_keys(request: Request) -> JSONResponse:
+    services, grant = authorize(request, "api-keys:read")
+    page, limit = page_params(request)
+    reader = services.reader
+    total = reader.scalar("SELECT count(*) FROM api_keys WHERE tenant_id = ?", (grant.tenant_id,))
+    rows = reader.all("SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY created_at DESC, id"
+                      " LIMIT ? OFFSET ?", (grant.tenant_id, limit, (page - 1) * limit))
+    return ok([apikeys.to_json(r) for r in rows], pagination=pagination(page, limit, total))
+
+
+async def get_key(request: Request) -> JSONResponse:
+    _, grant = authorize(request, "api-keys:read")
+    return ok(apikeys.to_json(_key_row(request, grant.tenant_id)))
+
+
+async def rotate_key(request: Request) -> JSONResponse:
+    services, grant = authorize(request, "api-keys:write")
+    row = _key_row(request, grant.tenant_id)
+    grace = Body(await read_json(request, empty_ok=True), ("gracePeriodHours",)).integer(
+        "gracePeriodHours", 0, 168, 24)
+    if apikeys.effective_status(row, services.now()) != "active":
+        raise ApiError(409, "CONFLICT", f"cannot rotate a key that is {apikeys.effective_status(row, services.now())}")
+    apikeys.confine(apikeys.spec_from_row(row), grant)
+    key_id, raw, ops = apikeys.rotate_ops(row, grace or 0, actor(grant))
+    await services.commit_keys(*ops)
+    return await _respond_with_key(request, key_id, 201, raw)
+
+
+def _transition(action: str):
+    async def handler(request: Request) -> JSONResponse:
+        services, grant = authorize(request, "api-keys:write")
+        row = _key_row(request, grant.tenant_id)
+        await services.commit_keys(*apikeys.transition_ops(row, action, actor(grant)))
+        return await _respond_with_key(request, row["id"])
+    handler.__name__ = f"{action}_key"
+    return handler
+
+
+routes = [
+    Route("/api-keys", create_key, methods=["POST"]),
+    Route("/api-keys", list_keys, methods=["GET"]),
+    Route("/api-keys/{key_id}", get_key, methods=["GET"]),
+    Route("/api-keys/{key_id}", _transition("revoke"), methods=["DELETE"]),
+    Route("/api-keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+    Route("/api-keys/{key_id}/suspend", _transition("suspend"), methods=["POST"]),
+    Route("/api-keys/{key_id}/reactivate", _transition("reactivate"), methods=["POST"]),
+]

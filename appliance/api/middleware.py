@@ -1,0 +1,109 @@
+"""Pure ASGI middleware wrapped around every request: request id, body cap, errors, headers,
+and the API call log."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+MAX_BODY = 1 << 20
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Keys other code puts into the ASGI scope for this middleware to read on the way out.
+RATE_HEADERS = "cix.rate_headers"
+PRINCIPAL = "cix.principal"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _envelope(status: int, code: str, message: str) -> bytes:
+    return json.dumps({"success": False, "error": message, "code": code}).encode()
+
+
+class RequestMiddleware:
+    """Outermost layer: it answers 413 and 500 itself, so no error escapes without the envelope."""
+
+    def __init__(self, app: ASGIApp, record: Callable[[dict[str, Any]], None] | None = None,
+                 max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.record = record
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        sent = self._request_id(scope)
+        state = {"status": 500, "started": False}
+
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._reply(send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
+            self._log(scope, state, started, sent)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _TooLarge()
+            return message
+
+        async def wrapped_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", sent.encode()))
+                for name, value in scope.get(RATE_HEADERS, {}).items():
+                    headers.append((name.lower().encode(), str(value).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, wrapped_send)
+        except _TooLarge:
+            if not state["started"]:
+                await self._reply(send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
+        except Exception:
+            log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], sent)
+            if not state["started"]:
+                await self._reply(send, 500, "INTERNAL_ERROR", "internal error", sent, state)
+        self._log(scope, state, started, sent)
+
+    @staticmethod
+    def _request_id(scope: Scope) -> str:
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+
+    async def _reply(self, send: Send, status: int, code: str, message: str, request_id: str,
+                     state: dict[str, Any]) -> None:
+        body = _envelope(status, code, message)
+        state["status"] = status
+        state["started"] = True
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _log(self, scope: Scope, state: dict[str, Any], started: float, request_id: str) -> None:
+        principal = scope.get(PRINCIPAL)
+        if self.record is None or principal is None:
+            return
+        self.record({"tenant_id": principal.tenant_id, "api_key_id": principal.id,
+                     "method": scope["method"], "path": scope["path"], "status": state["status"],
+                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                     "ip": scope.get("cix.client_ip"), "request_id": request_id,
+                     "created_at": time.time()})

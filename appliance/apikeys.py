@@ -1,0 +1,216 @@
+"""API keys: the settings a key carries, how keys are made, rotated and retired.
+
+Shared by the ``/api-keys`` routes and the CLI: both validate through :func:`parse_spec` and change
+the database through the ops built here, so there is one description of every key transition.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from appliance import clock
+from appliance.audit import audit_op
+from appliance.credentials import RATE_LIMITS, SCOPES, generate_key, hash_key, key_prefix
+from appliance.errors import ApiError, ValidationError
+from appliance.store.ops import BUMP_EPOCH, Op
+from appliance.validate import Body
+
+# What a key gets when it names no scopes: enough to run scans from a pipeline, nothing more.
+DEFAULT_SCOPES = ("scans:create", "scans:read", "scans:list", "scans:cancel", "results:read",
+                  "engines:read")
+SPEC_FIELDS = ("name", "description", "scopes", "allowedScanTypes", "allowedIpAddresses",
+               *RATE_LIMITS, "expiresInDays")
+
+
+@dataclass
+class KeySpec:
+    name: str
+    description: str | None = None
+    scopes: list[str] = field(default_factory=lambda: list(DEFAULT_SCOPES))
+    allowed_scan_types: list[str] | None = None  # None: every scan type
+    allowed_ips: list[str] | None = None  # None: any address
+    rate_minute: int = RATE_LIMITS["rateLimitPerMinute"][2]
+    rate_hour: int = RATE_LIMITS["rateLimitPerHour"][2]
+    rate_day: int = RATE_LIMITS["rateLimitPerDay"][2]
+    expires_in_days: int | None = None
+
+
+def parse_cidrs(name: str, values: list[str]) -> list[str]:
+    out = []
+    for index, value in enumerate(values):
+        try:
+            out.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError:
+            raise ValidationError(f"{name}[{index}]", f"{value!r} is not an IP address or CIDR") from None
+    return out
+
+
+def parse_spec(data: Any, scan_types: Iterable[str]) -> KeySpec:
+    """Validate a create-key body (the CLI builds the same dict from its flags)."""
+    body = Body(data, SPEC_FIELDS)
+    limits = {name: body.integer(name, lo, hi, default) for name, (lo, hi, default) in RATE_LIMITS.items()}
+    ips = body.strings("allowedIpAddresses", max_items=100, max_length=64)
+    return KeySpec(
+        name=body.string("name", required=True) or "",
+        description=body.string("description", max_length=1000),
+        scopes=body.strings("scopes", max_items=len(SCOPES), choices=SCOPES, default=list(DEFAULT_SCOPES))
+        or [],
+        allowed_scan_types=body.strings("allowedScanTypes", max_items=50, choices=list(scan_types)),
+        allowed_ips=parse_cidrs("allowedIpAddresses", ips) if ips is not None else None,
+        rate_minute=limits["rateLimitPerMinute"] or 0,
+        rate_hour=limits["rateLimitPerHour"] or 0,
+        rate_day=limits["rateLimitPerDay"] or 0,
+        expires_in_days=body.integer("expiresInDays", 1, 3650),
+    )
+
+
+def _covered(inner: list[str], outer: list[str] | None) -> list[str]:
+    """Networks of ``inner`` not inside any network of ``outer`` (None: everything is inside)."""
+    if outer is None:
+        return []
+    nets = [ipaddress.ip_network(o) for o in outer]
+    return [i for i in inner if not any(
+        ipaddress.ip_network(i).version == n.version and ipaddress.ip_network(i).subnet_of(n) for n in nets)]
+
+
+def confine(spec: KeySpec, creator: "KeyGrant | None") -> KeySpec:
+    """A key never grants what its creator lacks; unset restrictions inherit the creator's."""
+    if creator is None:  # the operator's CLI
+        return spec
+    for scope in spec.scopes:
+        if scope not in creator.scopes:
+            raise ApiError(403, "INSUFFICIENT_SCOPE", f"cannot grant scope '{scope}' you do not hold")
+    if creator.allowed_scan_types is not None:
+        if spec.allowed_scan_types is None:
+            spec.allowed_scan_types = list(creator.allowed_scan_types)
+        extra = [t for t in spec.allowed_scan_types if t not in creator.allowed_scan_types]
+        if extra:
+            raise ApiError(403, "SCAN_TYPE_NOT_ALLOWED", f"cannot grant scan type '{extra[0]}' you do not hold")
+    if creator.allowed_ips is not None:
+        if spec.allowed_ips is None:
+            spec.allowed_ips = list(creator.allowed_ips)
+        extra = _covered(spec.allowed_ips, creator.allowed_ips)
+        if extra:
+            raise ApiError(403, "IP_NOT_ALLOWED", f"cannot grant IP range {extra[0]} outside your own")
+    return spec
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What an authenticated key may do; cached in memory by the authenticator."""
+
+    id: str
+    tenant_id: str
+    scopes: frozenset[str]
+    allowed_scan_types: tuple[str, ...] | None
+    allowed_ips: tuple[str, ...] | None
+    rate_minute: int
+    rate_hour: int
+    rate_day: int
+    status: str
+    expires_at: float | None
+    grace_expires_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "KeyGrant":
+        scan_types = json.loads(row["allowed_scan_types"]) if row["allowed_scan_types"] else None
+        ips = json.loads(row["allowed_ips"]) if row["allowed_ips"] else None
+        return cls(row["id"], row["tenant_id"], frozenset(json.loads(row["scopes"])),
+                   tuple(scan_types) if scan_types is not None else None,
+                   tuple(ips) if ips is not None else None,
+                   row["rate_minute"], row["rate_hour"], row["rate_day"], row["status"],
+                   row["expires_at"], row["grace_expires_at"])
+
+
+def create_ops(tenant_id: str, spec: KeySpec, actor: str, rotated_from: str | None = None
+               ) -> tuple[str, str, list[Op]]:
+    """Ops that insert a new key; returns ``(key_id, raw_key, ops)``. The raw key is never stored."""
+    key_id = clock.new_id("key-")
+    raw = generate_key()
+    now = clock.now()
+    expires = now + spec.expires_in_days * 86400 if spec.expires_in_days else None
+    insert = Op([(
+        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, name, description, scopes,"
+        " allowed_scan_types, allowed_ips, rate_minute, rate_hour, rate_day, status, expires_at,"
+        " created_at, rotated_from_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'active',?,?,?)",
+        (key_id, tenant_id, hash_key(raw), key_prefix(raw), spec.name, spec.description,
+         json.dumps(sorted(spec.scopes)),
+         json.dumps(spec.allowed_scan_types) if spec.allowed_scan_types is not None else None,
+         json.dumps(spec.allowed_ips) if spec.allowed_ips is not None else None,
+         spec.rate_minute, spec.rate_hour, spec.rate_day, expires, now, rotated_from)), BUMP_EPOCH])
+    action = "api_key.rotated" if rotated_from else "api_key.created"
+    details = {"name": spec.name, "scopes": sorted(spec.scopes), "rotatedFromId": rotated_from}
+    return key_id, raw, [insert, audit_op(tenant_id, actor, action, "api_key", key_id, details)]
+
+
+def spec_from_row(row: sqlite3.Row) -> KeySpec:
+    """The settings of an existing key, for rotation (a rotated key keeps its expiry horizon off)."""
+    return KeySpec(
+        name=row["name"], description=row["description"], scopes=json.loads(row["scopes"]),
+        allowed_scan_types=json.loads(row["allowed_scan_types"]) if row["allowed_scan_types"] else None,
+        allowed_ips=json.loads(row["allowed_ips"]) if row["allowed_ips"] else None,
+        rate_minute=row["rate_minute"], rate_hour=row["rate_hour"], rate_day=row["rate_day"])
+
+
+def rotate_ops(row: sqlite3.Row, grace_hours: int, actor: str) -> tuple[str, str, list[Op]]:
+    """A new key with the old one's settings; the old one works until the grace period ends."""
+    spec = spec_from_row(row)
+    if row["expires_at"]:
+        spec.expires_in_days = max(1, round((row["expires_at"] - clock.now()) / 86400))
+    key_id, raw, ops = create_ops(row["tenant_id"], spec, actor, rotated_from=row["id"])
+    grace_end = clock.now() + grace_hours * 3600
+    retire = Op([("UPDATE api_keys SET grace_expires_at = ? WHERE id = ? AND status != 'revoked'",
+                  (grace_end, row["id"]))])
+    if grace_hours == 0:
+        retire = Op([("UPDATE api_keys SET status = 'revoked', grace_expires_at = ? WHERE id = ?",
+                      (grace_end, row["id"]))])
+    return key_id, raw, [retire, *ops]
+
+
+# Allowed status changes: action -> (from statuses, to status, audit action).
+TRANSITIONS = {
+    "revoke": (("active", "suspended"), "revoked", "api_key.revoked"),
+    "suspend": (("active",), "suspended", "api_key.suspended"),
+    "reactivate": (("suspended",), "active", "api_key.reactivated"),
+}
+
+
+def transition_ops(row: sqlite3.Row, action: str, actor: str) -> list[Op]:
+    sources, target, audit_action = TRANSITIONS[action]
+    if row["status"] not in sources:
+        raise ApiError(409, "CONFLICT", f"cannot {action} a key that is {row['status']}")
+    marks = ",".join("?" * len(sources))
+    return [Op([(f"UPDATE api_keys SET status = ? WHERE id = ? AND status IN ({marks})",
+                 (target, row["id"], *sources)), BUMP_EPOCH], guarded=True),
+            audit_op(row["tenant_id"], actor, audit_action, "api_key", row["id"], {})]
+
+
+def effective_status(row: sqlite3.Row | KeyGrant, now: float) -> str:
+    """Stored status plus what time did to it: expiry, and the end of a rotation's grace period."""
+    get = (lambda k: row[k]) if isinstance(row, sqlite3.Row) else (lambda k: getattr(row, k))
+    status = get("status")
+    if status == "active":
+        if get("grace_expires_at") is not None and get("grace_expires_at") <= now:
+            return "revoked"
+        if get("expires_at") is not None and get("expires_at") <= now:
+            return "expired"
+    return status
+
+
+def to_json(row: sqlite3.Row) -> dict[str, Any]:
+    """The contract's key object (§8); never the hash."""
+    return {
+        "id": row["id"], "name": row["name"], "description": row["description"],
+        "prefix": row["prefix"], "scopes": json.loads(row["scopes"]),
+        "allowedScanTypes": json.loads(row["allowed_scan_types"]) if row["allowed_scan_types"] else None,
+        "allowedIpAddresses": json.loads(row["allowed_ips"]) if row["allowed_ips"] else None,
+        "rateLimitPerMinute": row["rate_minute"], "rateLimitPerHour": row["rate_hour"],
+        "rateLimitPerDay": row["rate_day"], "status": effective_status(row, clock.now()),
+        "expiresAt": clock.iso(row["expires_at"]), "lastUsedAt": clock.iso(row["last_used_at"]),
+        "lastUsedIp": row["last_used_ip"], "createdAt": clock.iso(row["created_at"]),
+        "rotatedFromId": row["rotated_from_id"], "graceExpiresAt": clock.iso(row["grace_expires_at"]),
+    }
+

@@ -1,0 +1,61 @@
+"""The ASGI application, assembled from route and middleware lists."""
+from __future__ import annotations
+
+import contextlib
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from appliance.api import engines, keys, scans
+from appliance.api.envelope import error_response
+from appliance.api.middleware import RequestMiddleware
+from appliance.config import Config
+from appliance.errors import ApiError
+from appliance.services import Services
+
+API_PREFIXES = ("/api/v1", "/scan-api/api/v1")
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "VALIDATION_ERROR")
+    message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    return error_response(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
+
+
+def create_app(config: Config) -> Starlette:
+    services = Services(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    api_routes = [*keys.routes, *scans.routes, *engines.routes]
+    app = Starlette(
+        routes=[Route("/health", health, methods=["GET"]),
+                *(Mount(prefix, routes=api_routes) for prefix in API_PREFIXES)],
+        middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,32 @@
+"""``cix-appliance``: set up, run and administer the appliance.
+
+Every command takes ``--data-dir`` (default ``$CIX_DATA_DIR``, else /var/lib/cix-appliance for root,
+else ~/.local/share/cix-appliance). Errors are one line on stderr and exit status 1.
+"""
+from __future__ import annotations
+
+import click
+
+from appliance import __version__
+from appliance.cli import keys, maintenance, setup, tenants
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cix-appliance")
+def cli() -> None:
+    """Self-hosted Cert-IX Scan API appliance.
+
+    \b
+    First run:
+      cix-appliance init --hostname scanner.example.internal
+      cix-appliance serve
+    """
+
+
+for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,
+                maintenance.backup, maintenance.check):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="cix-appliance")

@@ -1,0 +1,225 @@
+"""Configuration: one TOML file in the data dir, every key typed and defaulted here.
+
+``KEYS`` is the single description of the configuration: loading, ``config get|set`` and the tests
+that keep ``config.example.toml`` complete all read it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+CONFIG_NAME = "config.toml"
+
+
+class ConfigError(Exception):
+    """A config value is missing, ill-typed or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str  # str | int | float | bool | list | table
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _choice(*options: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+
+
+def _cidrs(values: list) -> str | None:
+    for v in values:
+        try:
+            ipaddress.ip_network(str(v), strict=False)
+        except ValueError:
+            return f"{v!r} is not an IP address or CIDR"
+    return None
+
+
+def _targets(values: list) -> str | None:
+    from appliance.targets import parse_policy_entry  # late: targets imports nothing from here
+
+    for v in values:
+        try:
+            parse_policy_entry(str(v))
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _int_table(values: dict) -> str | None:
+    bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    return f"{bad[0]} must be a positive integer" if bad else None
+
+
+def _str_table(values: dict) -> str | None:
+    bad = [k for k, v in values.items() if not isinstance(v, str)]
+    return f"{bad[0]} must be a string" if bad else None
+
+
+KEYS: dict[str, Key] = {
+    "server.host": Key("str", "0.0.0.0", "Address to listen on."),
+    "server.port": Key("int", 8443, "TCP port of the HTTPS API.", _range(1, 65535)),
+    "server.trusted_proxies": Key("list", [], "Proxies (IPs/CIDRs) whose X-Forwarded-For is believed.",
+                                  _cidrs),
+    "server.hostname": Key("str", "localhost", "Name put in the self-signed certificate."),
+    "server.shutdown_grace_seconds": Key("int", 10, "How long SIGTERM waits for in-flight requests.",
+                                         _range(1, 600)),
+    "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),
+    "tls.key_file": Key("str", "", "Private key of tls.cert_file (PEM)."),
+    "storage.busy_timeout_ms": Key("int", 5000, "SQLite busy timeout.", _range(100, 600000)),
+    "queue.backend": Key("str", "sqlite", "Huey storage: sqlite (embedded) or redis.",
+                         _choice("sqlite", "redis")),
+    "queue.redis_url": Key("str", "redis://127.0.0.1:6379/0", "Redis URL when queue.backend = redis."),
+    "queue.workers": Key("int", 4, "Scan worker threads in the serve process.", _range(1, 64)),
+    "queue.max_delay_seconds": Key("float", 0.25, "Longest pause between queue polls.", _range(0.05, 10)),
+    "engines.concurrency": Key("table", {"nmap": 2}, "Per-engine cap on simultaneous scans.", _int_table),
+    "engines.paths": Key("table", {}, "Per-engine executable path; default: looked up on PATH.",
+                         _str_table),
+    "scans.kill_grace_seconds": Key("float", 3.0, "SIGTERM to SIGKILL grace on cancel and timeout.",
+                                    _range(0.1, 60)),
+    "scans.output_cap_bytes": Key("int", 1048576, "stdout/stderr kept per scan.", _range(1024, 1 << 30)),
+    "scans.max_queued_seconds": Key("int", 86400, "A scan queued longer than this fails with TIMEOUT.",
+                                    _range(60, 30 * 86400)),
+    "scans.reconcile_interval_seconds": Key("int", 30, "How often orphaned scans are looked for.",
+                                            _range(1, 3600)),
+    "scans.heartbeat_seconds": Key("int", 5, "How often a running scan reports it is alive.",
+                                   _range(1, 300)),
+    "targets.denylist": Key("list", ["0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+                                     "fe80::/10", "ff00::/8"],
+                            "Targets no tenant may scan (CIDRs, domain suffixes); wins over allowlists.",
+                            _targets),
+    "ratelimit.failed_auth_per_minute": Key("int", 30, "Failed authentications per source IP per minute.",
+                                            _range(1, 100000)),
+    "logging.level": Key("str", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+}
+
+
+def _type_problem(key: Key, value: Any) -> str | None:
+    expected = {"str": str, "list": list, "table": dict, "bool": bool}.get(key.type)
+    if key.type == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif key.type == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        return f"must be {'a table' if key.type == 'table' else 'a ' + key.type}"
+    return key.check(value) if key.check else None
+
+
+class Config:
+    """Validated settings: ``config["server.port"]``. Unknown keys are errors, never ignored."""
+
+    def __init__(self, data_dir: Path, values: dict[str, Any], path: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.path = path
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "appliance.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @property
+    def scans_dir(self) -> Path:
+        return self.data_dir / "scans"
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML document → dotted keys; tables that are values of a key stay whole."""
+    flat: dict[str, Any] = {}
+    for name, value in doc.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(value, dict) and not (dotted in KEYS and KEYS[dotted].type == "table"):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def validate(flat: dict[str, Any]) -> dict[str, Any]:
+    values = {name: key.default for name, key in KEYS.items()}
+    for name, value in flat.items():
+        key = KEYS.get(name)
+        if key is None:
+            raise ConfigError(f"{name}: unknown setting")
+        problem = _type_problem(key, value)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
+        values[name] = float(value) if key.type == "float" else value
+    return values
+
+
+def load(data_dir: Path, config_file: Path | None = None) -> Config:
+    """Read ``config_file`` (default: the data dir's), validate it, fill defaults."""
+    path = config_file or data_dir / CONFIG_NAME
+    flat: dict[str, Any] = {}
+    if path.exists():
+        try:
+            flat = flatten(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    elif config_file is not None:
+        raise ConfigError(f"{path}: no such file")
+    return Config(data_dir, validate(flat), path)
+
+
+def parse_literal(name: str, text: str) -> Any:
+    """``config set`` takes a TOML literal: 8443, "0.0.0.0", ["10.0.0.0/8"], {nmap = 2}."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{name}: {text!r} is not a TOML value (strings need quotes)") from None
+
+
+def dump_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(dump_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {dump_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps(flat: dict[str, Any]) -> str:
+    """Dotted keys → TOML text grouped by section (only the keys given)."""
+    sections: dict[str, list[str]] = {}
+    for name in sorted(flat):
+        section, _, leaf = name.rpartition(".")
+        sections.setdefault(section, []).append(f"{leaf} = {dump_value(flat[name])}")
+    return "\n".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+
+
+def set_value(path: Path, name: str, text: str) -> Any:
+    """Validate and write one key into the config file; the whole file is checked before saving."""
+    if name not in KEYS:
+        raise ConfigError(f"{name}: unknown setting")
+    value = parse_literal(name, text)
+    flat = flatten(tomllib.loads(path.read_text())) if path.exists() else {}
+    flat[name] = value
+    validate(flat)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(dumps(flat))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return value

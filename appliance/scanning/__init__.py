@@ -1,0 +1,1 @@
+"""The path of a scan after the API: queue, worker, runner, reconciler."""

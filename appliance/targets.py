@@ -1,0 +1,198 @@
+"""Scan targets: parsing per ``targetType`` and authorization against allow/deny lists.
+
+Every tenant has an allowlist (CIDRs and domain suffixes); an empty one allows nothing. The
+config's global denylist always wins. A hostname is checked by name on submit and again by the
+worker against the addresses it resolves to, so that DNS cannot smuggle a denied address in.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from typing import Iterable, Union
+from urllib.parse import urlsplit
+
+TARGET_TYPES = ("host", "url", "domain", "ip", "network")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Largest network one scan may cover: a /16 is 65k addresses, already hours of nmap.
+_MIN_PREFIX = {4: 16, 6: 112}
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+class TargetError(ValueError):
+    """The target does not parse as its ``targetType``."""
+
+
+@dataclass(frozen=True)
+class Target:
+    value: str  # normalized text handed to the engine
+    type: str
+    host: str | None = None  # hostname part, when the target names one
+    network: Network | None = None  # address or network part, when literal
+
+
+def is_hostname(text: str) -> bool:
+    name = text.rstrip(".").lower()
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+
+
+def _network(text: str) -> Network:
+    net = ipaddress.ip_network(text, strict=False)
+    if net.prefixlen < _MIN_PREFIX[net.version]:
+        raise TargetError(f"network {text} is larger than /{_MIN_PREFIX[net.version]}")
+    return net
+
+
+def parse_target(text: object, target_type: str | None) -> Target:
+    """Parse ``text`` as ``target_type`` (inferred when None); raise :class:`TargetError`."""
+    if not isinstance(text, str) or not text.strip():
+        raise TargetError("target must be a non-empty string")
+    if len(text) > 2048:
+        raise TargetError("target is longer than 2048 characters")
+    if text != text.strip() or any(c.isspace() or ord(c) < 32 for c in text):
+        raise TargetError("target must not contain spaces or control characters")
+    if text.startswith("-"):
+        raise TargetError("target must not start with '-'")
+    kind = target_type or _infer(text)
+    if kind == "url":
+        return _parse_url(text)
+    if kind in ("ip", "host", "network"):
+        try:
+            if kind == "ip":
+                return Target(str(ipaddress.ip_address(text)), "ip",
+                              network=ipaddress.ip_network(text))
+            if kind == "network" or "/" in text:
+                net = _network(text)
+                return Target(str(net), kind, network=net)
+            addr = ipaddress.ip_address(text)
+            return Target(str(addr), kind, network=ipaddress.ip_network(addr))
+        except ValueError as exc:
+            if kind != "host" or "/" in text:
+                raise TargetError(f"{text!r} is not a valid {kind}: {exc}") from None
+    if kind in ("domain", "host"):
+        if not is_hostname(text):
+            raise TargetError(f"{text!r} is not a valid hostname")
+        name = text.rstrip(".").lower()
+        return Target(name, kind, host=name)
+    raise TargetError(f"unknown targetType {kind!r}")
+
+
+def _infer(text: str) -> str:
+    if "://" in text:
+        return "url"
+    try:
+        ipaddress.ip_address(text)
+        return "ip"
+    except ValueError:
+        pass
+    return "network" if "/" in text else "host"
+
+
+def _parse_url(text: str) -> Target:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise TargetError("url must start with http:// or https://")
+    if parts.username or parts.password:
+        raise TargetError("url must not carry credentials")
+    try:
+        parts.port
+    except ValueError:
+        raise TargetError("url has an invalid port") from None
+    host = (parts.hostname or "").lower()
+    try:
+        addr = ipaddress.ip_address(host)
+        return Target(text, "url", network=ipaddress.ip_network(addr))
+    except ValueError:
+        if not is_hostname(host):
+            raise TargetError("url has no valid host") from None
+        return Target(text, "url", host=host)
+
+
+# -- policy ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PolicyEntry:
+    text: str
+    network: Network | None = None
+    suffix: str | None = None  # a domain; matches itself and every subdomain
+
+    def matches_name(self, name: str) -> bool:
+        return self.suffix is not None and (name == self.suffix or name.endswith("." + self.suffix))
+
+
+def parse_policy_entry(text: str) -> PolicyEntry:
+    """An allow/deny entry: an IP, a CIDR, or a domain suffix (``example.com``, ``*.example.com``)."""
+    raw = text.strip()
+    try:
+        return PolicyEntry(str(ipaddress.ip_network(raw, strict=False)),
+                           network=ipaddress.ip_network(raw, strict=False))
+    except ValueError:
+        pass
+    name = raw.removeprefix("*.").removeprefix(".").rstrip(".").lower()
+    if not is_hostname(name):
+        raise ValueError(f"{text!r} is neither an IP, a CIDR nor a domain suffix")
+    return PolicyEntry(name, suffix=name)
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow: tuple[PolicyEntry, ...]
+    deny: tuple[PolicyEntry, ...]
+
+    @classmethod
+    def build(cls, allow: Iterable[str], deny: Iterable[str]) -> "Policy":
+        return cls(tuple(map(parse_policy_entry, allow)), tuple(map(parse_policy_entry, deny)))
+
+    def _net_denied(self, net: Network) -> bool:
+        return any(e.network is not None and e.network.version == net.version and e.network.overlaps(net)
+                   for e in self.deny)
+
+    def _net_allowed(self, net: Network) -> bool:
+        return any(e.network is not None and e.network.version == net.version and net.subnet_of(e.network)
+                   for e in self.allow)
+
+    def check_addresses(self, addresses: Iterable[Address], name_allowed: bool) -> str | None:
+        """Resolved addresses: none denied, and all allowed unless the name itself was."""
+        for addr in addresses:
+            net = ipaddress.ip_network(addr)
+            if self._net_denied(net):
+                return f"{addr} is on the appliance's denylist"
+            if not name_allowed and not self._net_allowed(net):
+                return f"{addr} is not on this tenant's allowlist"
+        return None
+
+    def name_allowed(self, name: str) -> bool:
+        return any(e.matches_name(name) for e in self.allow)
+
+    def check(self, target: Target, resolve: bool = True) -> str | None:
+        """None when ``target`` may be scanned, else the reason it may not."""
+        if target.network is not None:
+            if self._net_denied(target.network):
+                return f"{target.network} is on the appliance's denylist"
+            if not self._net_allowed(target.network):
+                return f"{target.network} is not on this tenant's allowlist"
+            return None
+        name = target.host or ""
+        if any(e.matches_name(name) for e in self.deny):
+            return f"{name} is on the appliance's denylist"
+        allowed = self.name_allowed(name)
+        if not resolve:
+            return None if allowed else f"{name} is not on this tenant's allowlist"
+        addresses = resolve_host(name)
+        if not addresses:
+            return None if allowed else f"{name} does not resolve to an allowed address"
+        return self.check_addresses(addresses, allowed)
+
+
+def resolve_host(name: str) -> list[Address]:
+    """Every address ``name`` resolves to (empty when it does not); blocking."""
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))

@@ -1,0 +1,304 @@
+"""The Engine protocol and what every scanner adapter shares.
+
+An engine is pure: given a validated :class:`ScanSpec` it builds an argv list, and from the files the
+scanner left in the scan's work dir it yields normalized :class:`Finding` objects and decides whether
+the run succeeded. It never touches the appliance database, so the same adapter serves the embedded
+worker and, later, remote workers.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+CONFIDENCES = ("high", "medium", "low")
+CVE_RE = re.compile(r"\bCVE-\d{4}-\d{4,7}\b", re.IGNORECASE)
+# Printable, no shell or argv metacharacters. Values still go into argv lists only; this is the
+# second wall, so that nothing odd reaches a scanner's own option parser either.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f;&|`$<>\\\"'(){}\[\]*?!~#%^\s]")
+
+
+class OptionError(ValueError):
+    """An engine option is unknown, ill-typed, out of range or not allowed here."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Option:
+    """One engine option: its type and bounds. The same object drives validation and OpenAPI."""
+
+    name: str
+    kind: str  # "integer" | "boolean" | "string" | "enum"
+    description: str
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None  # full-match regex for strings
+    max_length: int = 256
+    normalize: Callable[[Any], Any] | None = None  # raises ValueError with a message
+
+    def validate(self, value: Any) -> Any:
+        where = f"options.{self.name}"
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise OptionError(where, "must be a boolean")
+        elif self.kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise OptionError(where, "must be an integer")
+            if self.minimum is not None and value < self.minimum:
+                raise OptionError(where, f"must be at least {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise OptionError(where, f"must be at most {self.maximum}")
+        elif self.kind in ("string", "enum"):
+            if not isinstance(value, str):
+                raise OptionError(where, "must be a string")
+            if self.kind == "enum":
+                if value not in self.choices:
+                    raise OptionError(where, f"must be one of {', '.join(self.choices)}")
+            else:
+                check_safe_string(where, value, self.max_length)
+                if self.pattern and not re.fullmatch(self.pattern, value):
+                    raise OptionError(where, "has an invalid format")
+        else:  # pragma: no cover - a schema bug, caught by the engine tests
+            raise TypeError(f"unknown option kind {self.kind!r}")
+        if self.normalize is not None:
+            try:
+                return self.normalize(value)
+            except ValueError as exc:
+                raise OptionError(where, str(exc)) from None
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"description": self.description}
+        if self.kind == "enum":
+            schema.update(type="string", enum=list(self.choices))
+        else:
+            schema["type"] = self.kind
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.pattern:
+            schema["pattern"] = self.pattern
+        if self.kind == "string":
+            schema["maxLength"] = self.max_length
+        if self.default is not None:
+            schema["default"] = self.default
+        return schema
+
+
+def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
+    """Reject values that could be read as a flag or carry metacharacters."""
+    if not value:
+        raise OptionError(where, "must not be empty")
+    if len(value) > max_length:
+        raise OptionError(where, f"must be at most {max_length} characters")
+    if value.startswith("-"):
+        raise OptionError(where, "must not start with '-'")
+    if _UNSAFE_CHARS.search(value):
+        raise OptionError(where, "contains characters that are not allowed")
+    if ".." in value or value.startswith("/"):
+        raise OptionError(where, "must not be a path")
+
+
+def validate_options(schema: Sequence[Option], raw: Any) -> dict[str, Any]:
+    """Check ``raw`` against ``schema``: unknown names are rejected, never passed through."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise OptionError("options", "must be an object")
+    by_name = {opt.name: opt for opt in schema}
+    clean: dict[str, Any] = {}
+    for name, value in raw.items():
+        opt = by_name.get(name)
+        if opt is None:
+            raise OptionError(f"options.{name}", "unknown option")
+        if value is None:
+            continue
+        clean[name] = opt.validate(value)
+    return clean
+
+
+@dataclass
+class Finding:
+    """A normalized finding, the contract's §4 fields; ``fingerprint`` is derived, not given."""
+
+    rule_id: str
+    title: str
+    severity: str = "info"
+    confidence: str = "high"
+    host: str | None = None
+    ip: str | None = None
+    port: int | None = None
+    protocol: str | None = None
+    url: str | None = None
+    parameter: str | None = None
+    cve: list[str] = field(default_factory=list)
+    cwe: list[str] = field(default_factory=list)
+    cvss: dict[str, Any] | None = None
+    description: str | None = None
+    evidence: str | None = None
+    remediation: str | None = None
+    references: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"bad severity {self.severity!r}")
+        if self.confidence not in CONFIDENCES:
+            raise ValueError(f"bad confidence {self.confidence!r}")
+
+    def fingerprint(self, engine: str) -> str:
+        """Stable across scans of the same issue: identity fields only, never evidence or time."""
+        parts = [engine, self.rule_id, self.host or self.ip or "", str(self.port or ""),
+                 self.protocol or "", self.url or "", self.parameter or ""]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def extract_cves(text: str | None) -> list[str]:
+    """CVE ids in ``text``, upper-cased, first occurrence order, no duplicates."""
+    if not text:
+        return []
+    return list(dict.fromkeys(m.upper() for m in CVE_RE.findall(text)))
+
+
+@dataclass(frozen=True)
+class Availability:
+    installed: bool
+    version: str | None = None
+    path: str | None = None
+    missing: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return self.installed and not self.missing
+
+
+@dataclass
+class ScanSpec:
+    """Everything an engine needs to run one scan; built by the worker, never by the client."""
+
+    scan_id: str
+    target: str
+    target_type: str
+    options: dict[str, Any]
+    timeout: int
+    workdir: Path
+    executable: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    error_code: str | None = None
+    message: str | None = None
+
+
+class Scanner:
+    """A scan type the appliance knows of: where its binary is and which version it is.
+
+    Scan types whose adapter is not written yet are plain ``Scanner`` objects: listed by
+    ``GET /engines`` with what is missing, and answered 503 ``ENGINE_UNAVAILABLE`` on submit.
+    """
+
+    implemented: ClassVar[bool] = False
+    version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    version_pattern: ClassVar[str] = r"(\d+(?:\.\d+)+)"
+    target_types: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[tuple[Option, ...]] = ()
+    default_timeout: ClassVar[int] = 3600
+
+    def __init__(self, name: str, title: str, binary: str, executable: str | None = None) -> None:
+        self.name = name
+        self.title = title
+        self.binary = binary
+        self._executable = executable
+        self._availability: Availability | None = None
+
+    # -- availability -------------------------------------------------------------------------
+    def executable(self) -> str | None:
+        return self._executable or shutil.which(self.binary)
+
+    def probe(self, refresh: bool = False) -> Availability:
+        """Find the scanner and read its version; cached, since scanners do not move while we run."""
+        if self._availability is not None and not refresh:
+            return self._availability
+        path = self.executable()
+        missing: list[str] = []
+        version = None
+        if path is None:
+            missing.append(f"{self.binary} not found on PATH")
+        else:
+            version = self._read_version(path)
+            if version is None:
+                missing.append(f"{path} did not report a version")
+        if not self.implemented:
+            missing.append("no adapter for this scanner in this release")
+        self._availability = Availability(path is not None, version, path, tuple(missing))
+        return self._availability
+
+    def _read_version(self, path: str) -> str | None:
+        try:
+            out = subprocess.run([path, *self.version_args], capture_output=True, text=True,
+                                 timeout=15, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.SubprocessError):
+            return None
+        match = re.search(self.version_pattern, out.stdout + out.stderr)
+        return match.group(1) if match else None
+
+
+
+class Engine(Scanner, abc.ABC):
+    """Base class of every scanner adapter: subclasses set the class attributes and implement
+    :meth:`build_argv`, :meth:`parse` and :meth:`outcome`."""
+
+    implemented = True
+    name: ClassVar[str]  # type: ignore[misc]
+    title: ClassVar[str]  # type: ignore[misc]
+    binary: ClassVar[str]  # type: ignore[misc]
+
+    def __init__(self, executable: str | None = None) -> None:
+        self._executable = executable
+        self._availability = None
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self, raw: Any) -> dict[str, Any]:
+        """Schema check, then the engine's cross-option rules; raises :class:`OptionError`."""
+        clean = validate_options(self.options, raw)
+        self.check(clean)
+        return clean
+
+    def check(self, options: dict[str, Any]) -> None:
+        """Cross-option and environment rules (privileges, exclusive options)."""
+
+    def option_schema(self) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": False,
+                "properties": {o.name: o.json_schema() for o in self.options}}
+
+    # -- running ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_argv(self, spec: ScanSpec) -> list[str]:
+        """The scanner's argv: built from validated options only, never from client text."""
+
+    def progress(self, spec: ScanSpec) -> int | None:
+        """Percent complete read from the scanner's output so far, if it reports any."""
+        return None
+
+    @abc.abstractmethod
+    def parse(self, spec: ScanSpec) -> Iterator[Finding]:
+        """Findings from the work dir; must tolerate output truncated by a cancel or timeout."""
+
+    @abc.abstractmethod
+    def outcome(self, spec: ScanSpec, returncode: int, stderr: str) -> Outcome:
+        """Success from the output, not the exit code: scanners exit 0 on failure too."""

@@ -1,0 +1,309 @@
+"""Nmap adapter: port and service discovery, with an allowlisted set of offline NSE scripts.
+
+Decisions worth knowing:
+
+* ``-oX`` is the only machine-readable format nmap has (there is no JSON); it is read in a stream so
+  that a report cut short by a cancel or timeout still yields every complete ``<host>``.
+* ``-n``: no reverse DNS. PTR lookups on an isolated network are slow or time out, and on a network
+  target they are one query per address; names the client gave are still reported (``type="user"``).
+* ``-Pn`` for single-host targets (host, ip, domain): the client asked for this host, so a firewall that
+  drops discovery probes must not hide its open ports. Network targets keep host discovery, so dead
+  addresses are not port-scanned one by one.
+* ``--`` ends nmap's options before the target (checked with nmap 7.93: what follows is read as a
+  target, never as a flag), a second guard behind target validation.
+* ``scripts``: named scripts come from :data:`SCRIPTS`; a category from :data:`SCRIPT_CATEGORIES` is
+  passed as ``"<category> and safe and not (<unsafe categories>)"``, so it never selects a script that
+  calls third-party services (``external``, e.g. ``vulners``), broadcasts on the LAN, or attacks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Iterator
+
+from engines.base import Engine, Finding, Option, OptionError, Outcome, ScanSpec, extract_cves
+
+REPORT = "nmap.xml"
+EVIDENCE_MAX = 4000
+MESSAGE_MAX = 300
+_CAP_NET_RAW = 13
+_SINGLE_HOST_TYPES = frozenset({"host", "ip", "domain"})
+_TECHNIQUES = {"connect": "-sT", "syn": "-sS", "udp": "-sU"}
+_HTTP_SERVICES = frozenset({"http", "http-alt", "http-proxy"})
+_HTTPS_SERVICES = frozenset({"https", "https-alt"})
+
+SCRIPT_CATEGORIES = frozenset({"default", "safe", "discovery", "vuln"})
+_UNSAFE_CATEGORIES = "broadcast or brute or dos or exploit or external or fuzzer or intrusive or malware"
+# Scripts that only talk to the target. A few are in nmap's "intrusive" category (ssl-enum-ciphers,
+# http-enum: many requests) and are allowed because the client names them explicitly.
+SCRIPTS = frozenset({
+    "banner", "dns-nsid", "dns-recursion", "ftp-anon", "ftp-syst", "http-auth", "http-cookie-flags",
+    "http-enum", "http-favicon", "http-generator", "http-git", "http-headers", "http-methods",
+    "http-ntlm-info", "http-robots.txt", "http-security-headers", "http-server-header", "http-title",
+    "mysql-info", "ntp-info", "rdp-enum-encryption", "smb-os-discovery", "smb-protocols",
+    "smb-security-mode", "smb-vuln-ms17-010", "smb2-security-mode", "smtp-commands", "snmp-info",
+    "ssh-hostkey", "ssh2-enum-algos", "ssl-ccs-injection", "ssl-cert", "ssl-date", "ssl-dh-params",
+    "ssl-enum-ciphers", "ssl-heartbleed", "ssl-poodle", "tls-alpn", "vnc-info",
+})
+
+_PORTS_PATTERN = r"\d{1,5}(?:-\d{1,5})?(?:,\d{1,5}(?:-\d{1,5})?)*"
+_SCRIPTS_PATTERN = r"[a-z0-9][a-z0-9.-]*(?:,[a-z0-9][a-z0-9.-]*)*"
+_PROGRESS_RE = re.compile(rb'<taskprogress\b[^>]*\bpercent="(\d+(?:\.\d+)?)"')
+# The text form of nmap's vulns library ("State: VULNERABLE", "State: LIKELY VULNERABLE");
+# "State: NOT VULNERABLE" does not match.
+_VULN_STATE_RE = re.compile(r"^\s*State:\s*(?:LIKELY\s+)?VULNERABLE\b", re.MULTILINE)
+
+
+def normalize_ports(value: str) -> str:
+    """``"80,22,8000-8100,81"`` → ``"22,80-81,8000-8100"``: sorted, merged, each port 1-65535."""
+    ranges: list[tuple[int, int]] = []
+    for part in value.split(","):
+        start_s, _, end_s = part.partition("-")
+        start, end = int(start_s), int(end_s or start_s)
+        if not (1 <= start <= 65535 and 1 <= end <= 65535):
+            raise ValueError(f"port {part} is outside 1-65535")
+        if start > end:
+            raise ValueError(f"range {part} ends before it starts")
+        ranges.append((start, end))
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return ",".join(str(s) if s == e else f"{s}-{e}" for s, e in merged)
+
+
+def normalize_scripts(value: str) -> str:
+    """Check each name against the allowlists; drop duplicates, keep order."""
+    names = list(dict.fromkeys(value.split(",")))
+    for name in names:
+        if name not in SCRIPTS and name not in SCRIPT_CATEGORIES:
+            raise ValueError(f"{name!r} is not an allowed script or category")
+    return ",".join(names)
+
+
+def script_expression(scripts: str) -> str:
+    """The ``--script`` argument for a normalized ``scripts`` option."""
+    return ",".join(name if name in SCRIPTS else f"{name} and safe and not ({_UNSAFE_CATEGORIES})"
+                    for name in scripts.split(","))
+
+
+def _raw_socket_needs(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """(option field, what) for each chosen feature that needs raw sockets."""
+    needs = []
+    if options.get("technique") in ("syn", "udp"):
+        needs.append(("options.technique", f"technique {options['technique']!r}"))
+    if options.get("osDetection"):
+        needs.append(("options.osDetection", "OS detection"))
+    return needs
+
+
+def has_raw_socket_capability() -> bool:
+    """Whether this process may open raw sockets (SYN/UDP scans, OS detection)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_NET_RAW & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
+class NmapEngine(Engine):
+    name = "nmap"
+    title = "Nmap"
+    binary = "nmap"
+    target_types = frozenset({"host", "ip", "domain", "network"})
+    default_timeout = 3600
+    version_args = ("--version",)
+    options = (
+        Option("ports", "string", "Ports and ranges, e.g. 22,80,8000-8100 (default: nmap's top 1000)",
+               pattern=_PORTS_PATTERN, max_length=1024, normalize=normalize_ports),
+        Option("topPorts", "integer", "Scan the N most common ports instead of `ports`",
+               minimum=1, maximum=65535),
+        Option("timing", "enum", "Timing template", default="T4",
+               choices=("T0", "T1", "T2", "T3", "T4", "T5")),
+        Option("serviceDetection", "boolean", "Probe open ports for service and version (-sV)",
+               default=True),
+        Option("osDetection", "boolean", "OS detection (-O); needs CAP_NET_RAW", default=False),
+        Option("scripts", "string", "Comma-separated NSE scripts or categories from the allowlist",
+               pattern=_SCRIPTS_PATTERN, max_length=512, normalize=normalize_scripts),
+        Option("technique", "enum", "Scan technique; syn and udp need CAP_NET_RAW", default="connect",
+               choices=tuple(_TECHNIQUES)),
+        Option("hostTimeout", "integer", "Give up on a host after this many seconds",
+               minimum=1, maximum=86400),
+    )
+
+    def check(self, options: dict[str, Any]) -> None:
+        if "ports" in options and "topPorts" in options:
+            raise OptionError("options.topPorts", "cannot be combined with options.ports")
+        needs = _raw_socket_needs(options)
+        if needs and not has_raw_socket_capability():
+            field, what = needs[0]
+            raise OptionError(field, f"{what} requires raw sockets, but the appliance process lacks "
+                                     "CAP_NET_RAW (technique 'connect' works without it)")
+
+    def build_argv(self, spec: ScanSpec) -> list[str]:
+        opts = {o.name: o.default for o in self.options if o.default is not None} | spec.options
+        argv = [spec.executable, _TECHNIQUES[opts["technique"]]]
+        if "ports" in opts:
+            argv += ["-p", opts["ports"]]
+        elif "topPorts" in opts:
+            argv += ["--top-ports", str(opts["topPorts"])]
+        argv.append(f"-{opts['timing']}")
+        if opts["serviceDetection"]:
+            argv += ["-sV", "--version-light"]
+        if opts["osDetection"]:
+            argv.append("-O")
+        if "scripts" in opts:
+            argv += ["--script", script_expression(opts["scripts"])]
+        if "hostTimeout" in opts:
+            argv += ["--host-timeout", f"{opts['hostTimeout']}s"]
+        argv += ["--max-retries", "2", "--stats-every", "2s", "-oX", str(spec.workdir / REPORT),
+                 "--noninteractive", "-n"]
+        if spec.target_type in _SINGLE_HOST_TYPES:
+            argv.append("-Pn")
+        # Without root, nmap refuses raw scans unless told that it holds the capability.
+        if _raw_socket_needs(opts) and os.geteuid() != 0:
+            argv.append("--privileged")
+        return [*argv, "--", spec.target]
+
+    def progress(self, spec: ScanSpec) -> int | None:
+        """Percent of nmap's current phase (connect scan, service scan, NSE), from the partial XML."""
+        try:
+            with open(spec.workdir / REPORT, "rb") as report:
+                report.seek(max(0, report.seek(0, os.SEEK_END) - 65536))
+                tail = report.read()
+        except OSError:
+            return None
+        matches = _PROGRESS_RE.findall(tail)
+        return min(99, int(float(matches[-1]))) if matches else None
+
+    def parse(self, spec: ScanSpec) -> Iterator[Finding]:
+        return parse_file(spec.workdir / REPORT)
+
+    def outcome(self, spec: ScanSpec, returncode: int, stderr: str) -> Outcome:
+        hint = _first_line(stderr)
+        if "QUITTING!" in stderr:
+            return _failed(hint or "nmap quit")
+        report = spec.workdir / REPORT
+        if not report.is_file() or report.stat().st_size == 0:
+            return _failed("nmap wrote no report" + (f": {hint}" if hint else f" (exit {returncode})"))
+        runstats = next((e for e in _top_elements(report) if e.tag == "runstats"), None)
+        finished = runstats.find("finished") if runstats is not None else None
+        if finished is None:
+            return _failed(f"report is incomplete: nmap stopped before it finished (exit {returncode})")
+        if finished.get("exit") != "success":
+            return _failed(_first_line(finished.get("errormsg", "")) or "nmap reported an error")
+        hosts = runstats.find("hosts")
+        if hosts is not None and hosts.get("total") == "0":
+            return _failed("no host was scanned" + (f": {hint}" if hint else ""))
+        return Outcome(True)
+
+
+def parse_file(path: Path | str) -> Iterator[Finding]:
+    """Findings from an nmap XML report, complete or cut short."""
+    for elem in _top_elements(Path(path)):
+        if elem.tag == "host":
+            yield from _host_findings(elem)
+
+
+def _top_elements(path: Path) -> Iterator[ET.Element]:
+    """Each complete child of ``<nmaprun>``; stops quietly where the file is cut or broken."""
+    if not path.is_file():
+        return
+    parser = ET.XMLPullParser(events=("start", "end"))
+    root, depth = None, 0
+    with open(path, "rb") as report:
+        while chunk := report.read(65536):
+            parser.feed(chunk)
+            try:
+                for event, elem in parser.read_events():
+                    depth += 1 if event == "start" else -1
+                    if root is None:
+                        root = elem
+                    elif event == "end" and depth == 1:
+                        yield elem
+                        root.remove(elem)  # keeps memory flat on reports of large networks
+            except ET.ParseError:  # XMLPullParser reports malformed input here, not from feed()
+                return
+
+
+def _host_findings(host: ET.Element) -> Iterator[Finding]:
+    ip = next((a.get("addr") for a in host.iter("address") if a.get("addrtype") != "mac"), None)
+    name = next((h.get("name") for h in host.iter("hostname") if h.get("name")), None)
+    where = name or ip
+    status = host.find("status")
+    if status is not None and status.get("state") == "down":
+        yield Finding("nmap.host-down", f"Host down: {ip or where}", host=where, ip=ip,
+                      raw={"reason": status.get("reason")})
+        return
+    for port in host.iterfind("ports/port"):
+        state = port.find("state")
+        if state is None or state.get("state") != "open":
+            continue  # open|filtered means no answer at all: not evidence of a service
+        portid, proto = int(port.get("portid", "0")), port.get("protocol", "tcp")
+        service = port.find("service")
+        attrs = dict(service.attrib) if service is not None else {}
+        cpes = [c.text for c in port.iterfind("service/cpe") if c.text]
+        url = _url(attrs, where, portid)
+        conf = int(attrs.get("conf", "0")) if service is not None else None
+        label = " ".join(v for v in (attrs.get("name"), attrs.get("product"), attrs.get("version")) if v)
+        evidence = [f"{k}: {attrs[k]}" for k in ("product", "version", "extrainfo") if attrs.get(k)]
+        evidence += [f"cpe: {c}" for c in cpes]
+        yield Finding(
+            "nmap.open-port", f"Open port {portid}/{proto} {label}".rstrip(), "info",
+            _confidence(conf), host=where, ip=ip, port=portid, protocol=proto, url=url,
+            evidence="\n".join(evidence) or None,
+            raw={"state": state.get("state"), "reason": state.get("reason"), "service": attrs, "cpe": cpes})
+        for script in port.iterfind("script"):
+            yield _script_finding(script, f"{portid}/{proto}", where, ip, portid, proto, url)
+    for script in host.iterfind("hostscript/script"):
+        yield _script_finding(script, where or "host", where, ip, None, None, None)
+
+
+def _script_finding(script: ET.Element, on: str | None, host: str | None, ip: str | None,
+                    port: int | None, proto: str | None, url: str | None) -> Finding:
+    """Severity: high when the vulns library reports a host VULNERABLE (or LIKELY so), medium when
+    the output names CVEs, else info."""
+    sid = script.get("id", "unknown")
+    output = script.get("output", "")
+    cves = extract_cves(" ".join([output, *script.itertext()]))
+    states = [e.text or "" for e in script.iter("elem") if e.get("key") == "state"]
+    vulnerable = _VULN_STATE_RE.search(output) or any(
+        "VULNERABLE" in s and not s.startswith("NOT") for s in states)
+    severity = "high" if vulnerable else "medium" if cves else "info"
+    return Finding(f"nmap.script.{sid}", f"{sid} on {on}", severity, host=host, ip=ip, port=port,
+                   protocol=proto, url=url, cve=cves, evidence=output.strip()[:EVIDENCE_MAX] or None,
+                   raw={"script": sid})
+
+
+def _url(service: dict[str, str], host: str | None, port: int) -> str | None:
+    name = service.get("name")
+    if name in _HTTPS_SERVICES or (name in _HTTP_SERVICES and service.get("tunnel") == "ssl"):
+        scheme = "https"
+    elif name in _HTTP_SERVICES:
+        scheme = "http"
+    else:
+        return None
+    return f"{scheme}://[{host}]:{port}/" if host and ":" in host else f"{scheme}://{host}:{port}/"
+
+
+def _confidence(conf: int | None) -> str:
+    if conf is None:
+        return "medium"
+    return "high" if conf >= 8 else "medium" if conf >= 5 else "low"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = next((ln for ln in lines if not ln.startswith("WARNING")), lines[0] if lines else "")
+    return line[:MESSAGE_MAX]
+
+
+def _failed(message: str) -> Outcome:
+    return Outcome(False, "ENGINE_ERROR", message[:MESSAGE_MAX])

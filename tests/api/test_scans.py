@@ -1,0 +1,188 @@
+"""In-process API tests of /scans: validation (and that no process starts), authorization,
+the real nmap running through the embedded queue, cancel, results, filters."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from appliance.scanning import runner
+from tests.conftest import make_key, run_cli, serve_in_process
+from tests.helpers import await_for, http_target
+
+pytestmark = pytest.mark.anyio
+needs_nmap = pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed (.ci/run installs it)")
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Records every scanner process started (the runner's, in their own session; not the
+    ``--version`` probes)."""
+    started: list[list[str]] = []
+    real = runner.subprocess.Popen
+
+    def popen(argv, *args, **kwargs):
+        if kwargs.get("start_new_session"):
+            started.append(list(argv))
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(runner.subprocess, "Popen", popen)
+    return started
+
+
+async def submit(client, **body):
+    return await client.post("/api/v1/scans", json={"scanType": "nmap", **body})
+
+
+async def finished(client, scan_id: str, timeout: float = 90) -> dict:
+    async def check():
+        scan = (await client.get(f"/api/v1/scans/{scan_id}")).json()["data"]
+        return scan if scan["status"] in ("completed", "failed", "cancelled") else None
+    return await await_for(check, timeout, what=f"scan {scan_id} to finish")
+
+
+BAD_SUBMISSIONS = [
+    ({"target": "127.0.0.1", "options": {"ports": "80 -oX /tmp/x"}}, "INVALID_OPTIONS", "options.ports"),
+    ({"target": "127.0.0.1", "options": {"scripts": "../../x"}}, "INVALID_OPTIONS", "options.scripts"),
+    ({"target": "127.0.0.1", "options": {"scripts": "-oN"}}, "INVALID_OPTIONS", "options.scripts"),
+    ({"target": "127.0.0.1", "options": {"ports": "80;id"}}, "INVALID_OPTIONS", "options.ports"),
+    ({"target": "127.0.0.1", "options": {"ports": "80\n81"}}, "INVALID_OPTIONS", "options.ports"),
+    ({"target": "127.0.0.1", "options": {"ports": "$(reboot)"}}, "INVALID_OPTIONS", "options.ports"),
+    ({"target": "127.0.0.1", "options": {"bogus": 1}}, "INVALID_OPTIONS", "options.bogus"),
+    ({"target": "127.0.0.1", "options": {"timing": "T9"}}, "INVALID_OPTIONS", "options.timing"),
+    ({"target": "127.0.0.1", "options": "ports=80"}, "VALIDATION_ERROR", "options"),
+    ({"target": "127.0.0.1", "config": {"env": {"A": "b"}}}, "INVALID_OPTIONS", "config.env"),
+    ({"target": "127.0.0.1 -oX /tmp/x"}, "INVALID_TARGET", "target"),
+    ({"target": "-iL/etc/passwd"}, "INVALID_TARGET", "target"),
+    ({"target": "localhost\n127.0.0.2"}, "INVALID_TARGET", "target"),
+    ({"target": "127.0.0.1;id"}, "INVALID_TARGET", "target"),
+    ({"target": "http://127.0.0.1/"}, "INVALID_TARGET", "targetType"),
+    ({"target": "10.0.0.0/8"}, "INVALID_TARGET", "target"),
+    ({"target": "127.0.0.1", "targetType": "galaxy"}, "VALIDATION_ERROR", "targetType"),
+    ({"target": "127.0.0.1", "timeout": 5}, "VALIDATION_ERROR", "timeout"),
+    ({"target": "127.0.0.1", "tags": ["x" * 65]}, "VALIDATION_ERROR", "tags[0]"),
+    ({"target": "127.0.0.1", "priority": "urgent"}, "VALIDATION_ERROR", "priority"),
+    ({"target": "127.0.0.1", "callbackUrl": "http://127.0.0.1/hook"}, "VALIDATION_ERROR", "callbackUrl"),
+    ({"target": "127.0.0.1", "surprise": True}, "VALIDATION_ERROR", "surprise"),
+    ({}, "VALIDATION_ERROR", "target"),
+]
+
+
+@needs_nmap
+async def test_bad_submissions_are_rejected_and_start_nothing(client, spawned):
+    for body, expected, field in BAD_SUBMISSIONS:
+        response = await submit(client, **body)
+        assert response.status_code == 400, body
+        assert response.json()["code"] == expected, (body, response.json())
+        assert response.json()["details"][0]["field"] == field, (body, response.json())
+    unknown = await client.post("/api/v1/scans", json={"scanType": "nessus", "target": "127.0.0.1"})
+    assert unknown.status_code == 400 and unknown.json()["code"] == "INVALID_SCAN_TYPE"
+    total = (await client.get("/api/v1/scans")).json()["pagination"]["total"]
+    assert total == 0 and spawned == []
+
+
+async def test_unavailable_engine_is_503(client):
+    response = await client.post("/api/v1/scans", json={"scanType": "zap", "target": "http://127.0.0.1/"})
+    assert response.status_code == 503 and response.json()["code"] == "ENGINE_UNAVAILABLE"
+    engines = {e["scanType"]: e for e in (await client.get("/api/v1/engines")).json()["data"]}
+    assert len(engines) == 10 and engines["zap"]["available"] is False and engines["zap"]["missing"]
+
+
+@needs_nmap
+async def test_target_authorization(client, data_dir, spawned):
+    outside = await submit(client, target="192.0.2.10")
+    assert outside.status_code == 403 and outside.json()["code"] == "TARGET_NOT_ALLOWED"
+    run_cli("tenants", "create", "empty", "--data-dir", str(data_dir))
+    empty = make_key(data_dir, "--tenant", "empty", "--name", "e")
+    nothing = await client.post(
+        "/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"}, headers={"X-API-Key": empty["key"]})
+    assert nothing.status_code == 403 and nothing.json()["code"] == "TARGET_NOT_ALLOWED"
+    run_cli("targets", "deny", "--tenant", "default", "127.0.0.9", "--data-dir", str(data_dir))
+    await await_for(lambda: client.app.state.services._policies == {}, 2, what="policy cache reset")
+    denied = await submit(client, target="127.0.0.9")
+    assert denied.status_code == 403 and "denylist" in denied.json()["error"]
+    assert spawned == []
+
+
+@needs_nmap
+async def test_global_denylist_wins(data_dir, admin_key):
+    async with serve_in_process(data_dir, targets__denylist=["127.0.0.0/24"]) as c:
+        for target in ("127.0.0.1", "localhost"):
+            response = await c.post("/api/v1/scans", json={"scanType": "nmap", "target": target},
+                                    headers={"X-API-Key": admin_key})
+            assert response.status_code == 403 and response.json()["code"] == "TARGET_NOT_ALLOWED"
+            assert "denylist" in response.json()["error"]
+
+
+async def test_scan_type_limited_key(client, data_dir):
+    key = make_key(data_dir, "--name", "z", "--scan-type", "zap")
+    response = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"},
+                                 headers={"X-API-Key": key["key"]})
+    assert response.status_code == 403 and response.json()["code"] == "SCAN_TYPE_NOT_ALLOWED"
+
+
+@needs_nmap
+async def test_nmap_scan_end_to_end_in_process(client):
+    with http_target() as port:
+        response = await submit(client, target="127.0.0.1", name="web", tags=["ci"], priority="high",
+                                options={"ports": str(port), "serviceDetection": True})
+        assert response.status_code == 201
+        scan = response.json()["data"]
+        assert scan["status"] == "queued" and scan["priority"] == "high" and scan["tags"] == ["ci"]
+        done = await finished(client, scan["id"])
+    assert done["status"] == "completed", done
+    assert done["progress"] == 100 and done["durationMs"] > 0 and done["startedAt"] and done["completedAt"]
+    assert done["resultSummary"]["total"] >= 1 and done["resultSummary"]["info"] >= 1
+    results = (await client.get(f"/api/v1/scans/{scan['id']}/results")).json()
+    ports = [f["port"] for f in results["data"]["findings"]]
+    assert port in ports
+    finding = results["data"]["findings"][ports.index(port)]
+    assert finding["engine"] == "nmap" and finding["severity"] == "info" and len(finding["fingerprint"]) == 32
+    high_only = (await client.get(f"/api/v1/scans/{scan['id']}/results?severity=high")).json()
+    assert high_only["data"]["findings"] == [] and high_only["pagination"]["total"] == 0
+    bad = await client.get(f"/api/v1/scans/{scan['id']}/results?severity=urgent")
+    assert bad.status_code == 400
+    # the cloud's scanType parameter, filters, and 409 on a finished scan
+    assert (await client.get(f"/api/v1/scans/{scan['id']}?scanType=zap")).status_code == 404
+    assert (await client.get(f"/api/v1/scans/{scan['id']}?scanType=nmap")).status_code == 200
+    assert (await client.get("/api/v1/scans?tag=ci")).json()["pagination"]["total"] == 1
+    assert (await client.get("/api/v1/scans?tag=other")).json()["pagination"]["total"] == 0
+    assert (await client.get("/api/v1/scans?status=completed&scanType=nmap")).json()["pagination"]["total"] == 1
+    assert (await client.get("/api/v1/scans?createdAfter=2999-01-01T00:00:00Z")).json()["data"] == []
+    assert (await client.get("/api/v1/scans?createdAfter=yesterday")).status_code == 400
+    late = await client.post(f"/api/v1/scans/{scan['id']}/cancel")
+    assert late.status_code == 409 and late.json()["code"] == "SCAN_NOT_CANCELLABLE"
+
+
+@needs_nmap
+async def test_cancel_queued_and_running(data_dir, admin_key):
+    async with serve_in_process(data_dir, queue__workers=1) as c:
+        c.headers["X-API-Key"] = admin_key
+        with http_target() as port:
+            slow = (await submit(c, target="127.0.0.1", options={"ports": f"1-65535", "timing": "T1",
+                                                                 "serviceDetection": False})).json()["data"]
+            waiting = (await submit(c, target="127.0.0.1", options={"ports": str(port)})).json()["data"]
+            services = c.app.state.services
+
+            def running_pid():
+                row = services.reader.one("SELECT status, pid FROM scans WHERE id = ?", (slow["id"],))
+                return row["pid"] if row["status"] == "running" and row["pid"] else None
+
+            pid = await await_for(running_pid, 30, what="the slow scan to start")
+            queued = (await c.post(f"/api/v1/scans/{waiting['id']}/cancel")).json()["data"]
+            assert queued["status"] == "cancelled" and queued["startedAt"] is None
+            cancelled = (await c.post(f"/api/v1/scans/{slow['id']}/cancel")).json()["data"]
+            assert cancelled["status"] == "cancelled"
+
+            def gone():
+                try:
+                    os.killpg(pid, 0)
+                    return False
+                except ProcessLookupError:
+                    return True
+            await await_for(gone, 5, interval=0.1, what="the scanner's process group to exit")
+        await await_for(lambda: services.reader.scalar(
+            "SELECT pid IS NULL FROM scans WHERE id = ?", (slow["id"],)), 10, what="worker to finish")
+        never = (await c.get(f"/api/v1/scans/{waiting['id']}")).json()["data"]
+        assert never["status"] == "cancelled" and never["startedAt"] is None
