@@ -14,6 +14,8 @@ Decisions worth knowing:
 * ``scripts``: named scripts come from :data:`SCRIPTS`; a category from :data:`SCRIPT_CATEGORIES` is
   passed as ``"<category> and safe and not (<unsafe categories>)"``, so it never selects a script that
   calls third-party services (``external``, e.g. ``vulners``), broadcasts on the LAN, or attacks.
+* A host that hits ``hostTimeout`` loses all its results (nmap's rule): it becomes an
+  ``nmap.host-timeout`` finding, and a scan whose every host timed out fails.
 """
 from __future__ import annotations
 
@@ -35,7 +37,10 @@ _HTTP_SERVICES = frozenset({"http", "http-alt", "http-proxy"})
 _HTTPS_SERVICES = frozenset({"https", "https-alt"})
 
 SCRIPT_CATEGORIES = frozenset({"default", "safe", "discovery", "vuln"})
-_UNSAFE_CATEGORIES = "broadcast or brute or dos or exploit or external or fuzzer or intrusive or malware"
+# http-slowloris-check is filed as "safe" but holds connections open: against a server without an
+# idle timeout it never ends, and it is the denial of service it looks for.
+_CATEGORY_EXCLUDES = ("broadcast or brute or dos or exploit or external or fuzzer or intrusive or malware"
+                      " or http-slowloris-check")
 # Scripts that only talk to the target. A few are in nmap's "intrusive" category (ssl-enum-ciphers,
 # http-enum: many requests) and are allowed because the client names them explicitly.
 SCRIPTS = frozenset({
@@ -87,7 +92,7 @@ def normalize_scripts(value: str) -> str:
 
 def script_expression(scripts: str) -> str:
     """The ``--script`` argument for a normalized ``scripts`` option."""
-    return ",".join(name if name in SCRIPTS else f"{name} and safe and not ({_UNSAFE_CATEGORIES})"
+    return ",".join(name if name in SCRIPTS else f"{name} and safe and not ({_CATEGORY_EXCLUDES})"
                     for name in scripts.split(","))
 
 
@@ -193,7 +198,12 @@ class NmapEngine(Engine):
         report = spec.workdir / REPORT
         if not report.is_file() or report.stat().st_size == 0:
             return _failed("nmap wrote no report" + (f": {hint}" if hint else f" (exit {returncode})"))
-        runstats = next((e for e in _top_elements(report) if e.tag == "runstats"), None)
+        runstats, timed_out = None, 0
+        for elem in _top_elements(report):
+            if elem.tag == "runstats":
+                runstats = elem
+            elif elem.tag == "host" and elem.get("timedout") == "true":
+                timed_out += 1
         finished = runstats.find("finished") if runstats is not None else None
         if finished is None:
             return _failed(f"report is incomplete: nmap stopped before it finished (exit {returncode})")
@@ -202,6 +212,8 @@ class NmapEngine(Engine):
         hosts = runstats.find("hosts")
         if hosts is not None and hosts.get("total") == "0":
             return _failed("no host was scanned" + (f": {hint}" if hint else ""))
+        if hosts is not None and timed_out >= int(hosts.get("up", "0")) > 0:
+            return _failed("every host hit options.hostTimeout; nmap discarded their results")
         return Outcome(True)
 
 
@@ -241,6 +253,11 @@ def _host_findings(host: ET.Element) -> Iterator[Finding]:
     if status is not None and status.get("state") == "down":
         yield Finding("nmap.host-down", f"Host down: {ip or where}", host=where, ip=ip,
                       raw={"reason": status.get("reason")})
+        return
+    if host.get("timedout") == "true":
+        yield Finding("nmap.host-timeout", f"Host timed out: {ip or where}", host=where, ip=ip,
+                      description="nmap gave up on this host at options.hostTimeout and dropped "
+                                  "what it had found on it", raw={"timedout": True})
         return
     for port in host.iterfind("ports/port"):
         state = port.find("state")

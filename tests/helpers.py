@@ -22,10 +22,15 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # scanners drop connections mid-request on purpose
+
+
 @contextlib.contextmanager
 def http_target() -> Iterator[int]:
     """A plain HTTP server on 127.0.0.1 that scans in tests may target; yields its port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    server = _QuietServer(("127.0.0.1", 0), _Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -62,3 +67,20 @@ async def await_for(check: Callable[[], object], timeout: float, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Pids of group ``pgid`` that still run (zombies excluded: they are dead, awaiting reaping)."""
+    import os
+
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                members.append(int(name))
+    return members

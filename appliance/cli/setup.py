@@ -57,8 +57,10 @@ def init(data_dir: Path, config_file: Path | None, hostname: str, allow_loopback
         tenant_id, ops = tenants_mod.create_ops("default", actor)
         if allow_loopback:
             ops += tenants_mod.policy_ops(tenant_id, "allow", list(tenants_mod.LOOPBACK), actor)
-        key_id, raw, key_ops = apikeys.create_ops(tenant_id, apikeys.KeySpec("admin", scopes=list(SCOPES)),
-                                                  actor)
+        # The operator's key: every scope, and the contract's highest rate limits.
+        admin = apikeys.KeySpec("admin", scopes=list(SCOPES), rate_minute=1_000, rate_hour=50_000,
+                                rate_day=500_000)
+        key_id, raw, key_ops = apikeys.create_ops(tenant_id, admin, actor)
         apply_sync(conn, [*ops, *key_ops])
     if as_json:
         click.echo(json.dumps({"dataDir": str(data_dir), "tenantId": tenant_id, "id": key_id, "key": raw}))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from huey import Huey, PriorityRedisHuey
+from huey import Huey
 from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
@@ -39,8 +39,6 @@ class EmbeddedConsumer(Consumer):
 
 
 def make_huey(config: Config) -> Huey:
-    if config["queue.backend"] == "redis":
-        return PriorityRedisHuey("cix-scans", url=config["queue.redis_url"])
     return Huey("cix-scans", storage_class=WalSqliteStorage, filename=str(config.queue_path),
                 journal_mode="wal", timeout=config["storage.busy_timeout_ms"] / 1000)
 

@@ -58,17 +58,28 @@ def kill_group(pgid: int, grace: float, proc: subprocess.Popen | None = None) ->
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + 2
+    while group_alive(pgid) and time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()
+        time.sleep(0.02)
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """True while a process of group ``pgid`` runs. Zombies do not count: once killed, a
+    scanner's orphaned children are reaped by init, at init's pace, and hold nothing meanwhile."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Callable[[], bool],

@@ -2,14 +2,13 @@
 the real nmap running through the embedded queue, cancel, results, filters."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
 from appliance.scanning import runner
 from tests.conftest import make_key, run_cli, serve_in_process
-from tests.helpers import await_for, http_target
+from tests.helpers import await_for, http_target, live_group_members
 
 pytestmark = pytest.mark.anyio
 needs_nmap = pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed (.ci/run installs it)")
@@ -175,13 +174,8 @@ async def test_cancel_queued_and_running(data_dir, admin_key):
             cancelled = (await c.post(f"/api/v1/scans/{slow['id']}/cancel")).json()["data"]
             assert cancelled["status"] == "cancelled"
 
-            def gone():
-                try:
-                    os.killpg(pid, 0)
-                    return False
-                except ProcessLookupError:
-                    return True
-            await await_for(gone, 5, interval=0.1, what="the scanner's process group to exit")
+            await await_for(lambda: live_group_members(pid) == [], 5, interval=0.1,
+                            what="the scanner's process group to exit")
         await await_for(lambda: services.reader.scalar(
             "SELECT pid IS NULL FROM scans WHERE id = ?", (slow["id"],)), 10, what="worker to finish")
         never = (await c.get(f"/api/v1/scans/{waiting['id']}")).json()["data"]

@@ -95,7 +95,7 @@ def test_category_expression_excludes_unsafe_scripts():
     assert named == "http-title"
     assert category.startswith("vuln and safe and not (")
     for unsafe in ("external", "broadcast", "intrusive", "dos", "exploit", "brute", "malware",
-                   "fuzzer"):
+                   "fuzzer", "http-slowloris-check"):
         assert unsafe in category
 
 
@@ -384,6 +384,27 @@ def test_outcome_no_host_scanned(engine, tmp_path):
                                                'were specified, so 0 hosts scanned.\n')
     assert not result.success
     assert result.message == 'no host was scanned: Failed to resolve "nosuch.lan".'
+
+
+TIMED_OUT_HOST = """<host starttime="1" endtime="2" timedout="true"><status state="up" reason="user-set"/>
+<address addr="127.0.0.1" addrtype="ipv4"/><hostnames></hostnames></host>"""
+
+
+def test_timed_out_host(engine, tmp_path):
+    write_report(tmp_path, TIMED_OUT_HOST + '<runstats><finished exit="success"/>'
+                                           '<hosts up="1" down="0" total="1"/></runstats>')
+    [finding] = engine.parse(spec(tmp_path))
+    assert (finding.rule_id, finding.title, finding.ip) == ("nmap.host-timeout",
+                                                            "Host timed out: 127.0.0.1", "127.0.0.1")
+    result = engine.outcome(spec(tmp_path), 0, "")
+    assert not result.success and "hostTimeout" in result.message
+
+
+def test_some_hosts_timed_out_is_still_success(engine, tmp_path):
+    other = TIMED_OUT_HOST.replace(' timedout="true"', "").replace("127.0.0.1", "127.0.0.2")
+    write_report(tmp_path, TIMED_OUT_HOST + other + '<runstats><finished exit="success"/>'
+                                                   '<hosts up="2" down="0" total="2"/></runstats>')
+    assert engine.outcome(spec(tmp_path), 0, "").success
 
 
 def test_outcome_message_is_short(engine, tmp_path):

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the appliance needs on a fresh Debian 12 machine: nmap from Debian's packages and a
+# Python 3.11 venv (.venv) with the pinned dependencies. Idempotent; run by run.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v nmap >/dev/null 2>&1; then
+    echo "==> installing nmap (Debian package)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nmap >/dev/null
+fi
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+echo "==> installing Python dependencies (pinned in constraints.txt)"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,build]"
