@@ -253,34 +253,49 @@ def _host_findings(host: ET.Element) -> Iterator[Finding]:
     if status is not None and status.get("state") == "down":
         yield Finding("nmap.host-down", f"Host down: {ip or where}", host=where, ip=ip,
                       raw={"reason": status.get("reason")})
-        return
-    if host.get("timedout") == "true":
+    elif host.get("timedout") == "true":
         yield Finding("nmap.host-timeout", f"Host timed out: {ip or where}", host=where, ip=ip,
                       description="nmap gave up on this host at options.hostTimeout and dropped "
                                   "what it had found on it", raw={"timedout": True})
-        return
-    for port in host.iterfind("ports/port"):
-        state = port.find("state")
-        if state is None or state.get("state") != "open":
-            continue  # open|filtered means no answer at all: not evidence of a service
-        portid, proto = int(port.get("portid", "0")), port.get("protocol", "tcp")
-        service = port.find("service")
-        attrs = dict(service.attrib) if service is not None else {}
-        cpes = [c.text for c in port.iterfind("service/cpe") if c.text]
-        url = _url(attrs, where, portid)
-        conf = int(attrs.get("conf", "0")) if service is not None else None
-        label = " ".join(v for v in (attrs.get("name"), attrs.get("product"), attrs.get("version")) if v)
-        evidence = [f"{k}: {attrs[k]}" for k in ("product", "version", "extrainfo") if attrs.get(k)]
-        evidence += [f"cpe: {c}" for c in cpes]
-        yield Finding(
-            "nmap.open-port", f"Open port {portid}/{proto} {label}".rstrip(), "info",
-            _confidence(conf), host=where, ip=ip, port=portid, protocol=proto, url=url,
-            evidence="\n".join(evidence) or None,
-            raw={"state": state.get("state"), "reason": state.get("reason"), "service": attrs, "cpe": cpes})
-        for script in port.iterfind("script"):
-            yield _script_finding(script, f"{portid}/{proto}", where, ip, portid, proto, url)
-    for script in host.iterfind("hostscript/script"):
-        yield _script_finding(script, where or "host", where, ip, None, None, None)
+    else:
+        for port in host.iterfind("ports/port"):
+            yield from _port_findings(port, where, ip)
+        for script in host.iterfind("hostscript/script"):
+            yield _script_finding(script, where or "host", where, ip, None, None, None)
+        yield from _os_finding(host, where, ip)
+
+
+def _port_findings(port: ET.Element, where: str | None, ip: str | None) -> Iterator[Finding]:
+    state = port.find("state")
+    if state is None or state.get("state") != "open":
+        return  # open|filtered means no answer at all: not evidence of a service
+    portid, proto = int(port.get("portid", "0")), port.get("protocol", "tcp")
+    service = port.find("service")
+    attrs = dict(service.attrib) if service is not None else {}
+    cpes = [c.text for c in port.iterfind("service/cpe") if c.text]
+    url = _url(attrs, where, portid)
+    label = " ".join(v for v in (attrs.get("name"), attrs.get("product"), attrs.get("version")) if v)
+    evidence = [f"{k}: {attrs[k]}" for k in ("product", "version", "extrainfo") if attrs.get(k)]
+    evidence += [f"cpe: {c}" for c in cpes]
+    conf = int(attrs.get("conf", "0")) if service is not None else None
+    yield Finding(
+        "nmap.open-port", f"Open port {portid}/{proto} {label}".rstrip(), "info", _confidence(conf),
+        host=where, ip=ip, port=portid, protocol=proto, url=url, evidence="\n".join(evidence) or None,
+        raw={"state": state.get("state"), "reason": state.get("reason"), "service": attrs, "cpe": cpes})
+    for script in port.iterfind("script"):
+        yield _script_finding(script, f"{portid}/{proto}", where, ip, portid, proto, url)
+
+
+def _os_finding(host: ET.Element, where: str | None, ip: str | None) -> Iterator[Finding]:
+    matches = [{"name": m.get("name"), "accuracy": int(m.get("accuracy", "0")),
+                "cpe": [c.text for c in m.iter("cpe") if c.text]}
+               for m in host.findall("os/osmatch")[:5]]  # nmap lists them best first
+    if matches:
+        accuracy = matches[0]["accuracy"]
+        yield Finding("nmap.os", f"OS: {matches[0]['name']}", "info",
+                      "high" if accuracy >= 95 else "medium" if accuracy >= 85 else "low",
+                      host=where, ip=ip, raw={"osmatch": matches},
+                      evidence="\n".join(f"{m['name']} ({m['accuracy']}%)" for m in matches))
 
 
 def _script_finding(script: ET.Element, on: str | None, host: str | None, ip: str | None,

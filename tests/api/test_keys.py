@@ -193,3 +193,16 @@ async def test_bookkeeping_is_flushed(client, data_dir):
     assert services.reader.scalar("SELECT count(*) FROM api_calls WHERE path = '/api/v1/engines'") >= 1
     actions = {r[0] for r in services.reader.all("SELECT action FROM audit_events")}
     assert {"tenant.created", "api_key.created"} <= actions
+
+
+async def test_unhandled_error_is_a_500_envelope_without_trace(client, monkeypatch):
+    from appliance.api import engines
+
+    def boom(_scanner):
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(engines, "engine_json", boom)
+    response = await client.get("/api/v1/engines", headers={"X-Request-Id": "r-500"})
+    assert response.status_code == 500
+    assert response.json() == {"success": False, "error": "internal error", "code": "INTERNAL_ERROR"}
+    assert response.headers["x-request-id"] == "r-500"

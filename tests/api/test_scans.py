@@ -155,7 +155,10 @@ async def test_nmap_scan_end_to_end_in_process(client):
 
 
 @needs_nmap
-async def test_cancel_queued_and_running(data_dir, admin_key):
+async def test_cancel_queued_and_running(data_dir, admin_key, monkeypatch):
+    from engines.nmap import NmapEngine
+
+    monkeypatch.setattr(NmapEngine, "progress", lambda self, spec: 42)
     async with serve_in_process(data_dir, queue__workers=1) as c:
         c.headers["X-API-Key"] = admin_key
         with http_target() as port:
@@ -169,6 +172,8 @@ async def test_cancel_queued_and_running(data_dir, admin_key):
                 return row["pid"] if row["status"] == "running" and row["pid"] else None
 
             pid = await await_for(running_pid, 30, what="the slow scan to start")
+            progress = lambda: c.get(f"/api/v1/scans/{slow['id']}")  # noqa: E731
+            await await_for(lambda: _progress_is(progress, 42), 10, what="progress while running")
             queued = (await c.post(f"/api/v1/scans/{waiting['id']}/cancel")).json()["data"]
             assert queued["status"] == "cancelled" and queued["startedAt"] is None
             cancelled = (await c.post(f"/api/v1/scans/{slow['id']}/cancel")).json()["data"]
@@ -180,3 +185,27 @@ async def test_cancel_queued_and_running(data_dir, admin_key):
             "SELECT pid IS NULL FROM scans WHERE id = ?", (slow["id"],)), 10, what="worker to finish")
         never = (await c.get(f"/api/v1/scans/{waiting['id']}")).json()["data"]
         assert never["status"] == "cancelled" and never["startedAt"] is None
+
+
+async def _progress_is(fetch, value: int) -> bool:
+    return (await fetch()).json()["data"]["progress"] == value
+
+
+@needs_nmap
+async def test_priority_orders_the_queue(data_dir, admin_key):
+    async with serve_in_process(data_dir, queue__workers=1) as c:
+        c.headers["X-API-Key"] = admin_key
+        services = c.app.state.services
+        with http_target() as port:
+            blocker = (await submit(c, target="127.0.0.1", options={"ports": "1-65535", "timing": "T1",
+                                                                    "serviceDetection": False})).json()["data"]
+            await await_for(lambda: services.reader.scalar(
+                "SELECT status = 'running' FROM scans WHERE id = ?", (blocker["id"],)), 30, what="blocker")
+            quick = {"ports": str(port), "serviceDetection": False}
+            order = [(await submit(c, target="127.0.0.1", priority=p, options=quick)).json()["data"]["id"]
+                     for p in ("low", "normal", "critical", "high")]
+            await c.post(f"/api/v1/scans/{blocker['id']}/cancel")
+            done = [await finished(c, scan_id) for scan_id in order]
+        started = {d["priority"]: d["startedAt"] for d in done}
+        assert all(d["status"] == "completed" for d in done)
+        assert started["critical"] < started["high"] < started["normal"] < started["low"]

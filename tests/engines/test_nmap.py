@@ -304,6 +304,20 @@ def test_parse_vulnerable_script_host_down_and_hostscript(tmp_path):
     assert (down.title, down.ip, down.severity) == ("Host down: 10.0.0.6", "10.0.0.6", "info")
 
 
+def test_os_detection(tmp_path):
+    path = write_report(tmp_path, """<host><status state="up"/><address addr="127.0.0.1" addrtype="ipv4"/>
+<ports></ports><os><portused state="open" proto="tcp" portid="80"/>
+<osmatch name="Linux 5.0 - 5.2" accuracy="96" line="1"><osclass vendor="Linux" accuracy="96">
+<cpe>cpe:/o:linux:linux_kernel:5</cpe></osclass></osmatch>
+<osmatch name="Linux 3.1" accuracy="95" line="2"><osclass vendor="Linux" accuracy="95"/></osmatch>
+</os></host>""")
+    [os_finding] = parse_file(path)
+    assert (os_finding.rule_id, os_finding.title, os_finding.confidence) == (
+        "nmap.os", "OS: Linux 5.0 - 5.2", "high")
+    assert os_finding.evidence == "Linux 5.0 - 5.2 (96%)\nLinux 3.1 (95%)"
+    assert os_finding.raw["osmatch"][0]["cpe"] == ["cpe:/o:linux:linux_kernel:5"]
+
+
 def test_ipv6_url_is_bracketed(tmp_path):
     path = write_report(tmp_path, """<host><status state="up"/><address addr="::1" addrtype="ipv6"/>
 <ports><port protocol="tcp" portid="80"><state state="open"/><service name="http" conf="10"/></port>
