@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -39,6 +39,17 @@ def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 def pagination(page: int, limit: int, total: int) -> dict[str, int]:
     return {"page": page, "limit": limit, "total": total, "totalPages": math.ceil(total / limit)}
+
+
+def paged(request: Request, reader: Any, table: str, where: str, params: list[Any], order: str,
+          to_json: Callable[[Any], Any], max_limit: int = 100, default_limit: int = 20
+          ) -> tuple[list[Any], dict[str, int]]:
+    """One page of ``table`` rows matching ``where``, as JSON, with the contract's pagination."""
+    page, limit = page_params(request, max_limit, default_limit)
+    total = reader.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
+    rows = reader.all(f"SELECT * FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                      [*params, limit, (page - 1) * limit])
+    return [to_json(r) for r in rows], pagination(page, limit, total)
 
 
 async def read_json(request: Request, empty_ok: bool = False) -> Any:

@@ -7,7 +7,7 @@ from starlette.routing import Route
 
 from appliance import apikeys
 from appliance.api.context import actor, authorize
-from appliance.api.envelope import ok, page_params, pagination, read_json
+from appliance.api.envelope import ok, paged, read_json
 from appliance.errors import ApiError
 from appliance.validate import Body
 
@@ -39,12 +39,9 @@ async def create_key(request: Request) -> JSONResponse:
 
 async def list_keys(request: Request) -> JSONResponse:
     services, grant = authorize(request, "api-keys:read")
-    page, limit = page_params(request)
-    reader = services.reader
-    total = reader.scalar("SELECT count(*) FROM api_keys WHERE tenant_id = ?", (grant.tenant_id,))
-    rows = reader.all("SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY created_at DESC, id"
-                      " LIMIT ? OFFSET ?", (grant.tenant_id, limit, (page - 1) * limit))
-    return ok([apikeys.to_json(r) for r in rows], pagination=pagination(page, limit, total))
+    items, pages = paged(request, services.reader, "api_keys", "tenant_id = ?", [grant.tenant_id],
+                         "created_at DESC, id", apikeys.to_json)
+    return ok(items, pagination=pages)
 
 
 async def get_key(request: Request) -> JSONResponse:

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from appliance import clock
 from appliance.api.context import authorize
-from appliance.api.envelope import ok, page_params, pagination, read_json
+from appliance.api.envelope import ok, paged, read_json
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import model
 from appliance.scanning.submit import parse_scan
@@ -70,12 +70,10 @@ def _filters(request: Request, tenant_id: str) -> tuple[str, list]:
 
 async def list_scans(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:list")
-    page, limit = page_params(request)
     where, params = _filters(request, grant.tenant_id)
-    total = services.reader.scalar(f"SELECT count(*) FROM scans WHERE {where}", params)
-    rows = services.reader.all(f"SELECT * FROM scans WHERE {where} ORDER BY created_at DESC, id"
-                               " LIMIT ? OFFSET ?", [*params, limit, (page - 1) * limit])
-    return ok([model.scan_json(r) for r in rows], pagination=pagination(page, limit, total))
+    items, pages = paged(request, services.reader, "scans", where, params, "created_at DESC, id",
+                         model.scan_json)
+    return ok(items, pagination=pages)
 
 
 async def get_scan(request: Request) -> JSONResponse:
@@ -100,7 +98,6 @@ async def scan_results(request: Request) -> JSONResponse:
     fmt = request.query_params.get("format", "json")
     if fmt != "json":
         raise ValidationError("format", "only json is served by this release")
-    page, limit = page_params(request, max_limit=1000, default_limit=100)
     severities = request.query_params.getlist("severity")
     for severity in severities:
         if severity not in SEVERITIES:
@@ -109,12 +106,11 @@ async def scan_results(request: Request) -> JSONResponse:
     if severities:
         where += f" AND severity IN ({','.join('?' * len(severities))})"
         params += severities
-    total = services.reader.scalar(f"SELECT count(*) FROM findings WHERE {where}", params)
-    bodies = services.reader.all(f"SELECT body FROM findings WHERE {where} ORDER BY severity_rank, seq"
-                                 " LIMIT ? OFFSET ?", [*params, limit, (page - 1) * limit])
+    findings, pages = paged(request, services.reader, "findings", where, params, "severity_rank, seq",
+                            lambda r: json.loads(r["body"]), max_limit=1000, default_limit=100)
     data = {"scanId": row["id"], "scanType": row["scan_type"], "status": row["status"],
-            "summary": model.summary_json(row), "findings": [json.loads(b["body"]) for b in bodies]}
-    return ok(data, pagination=pagination(page, limit, total))
+            "summary": model.summary_json(row), "findings": findings}
+    return ok(data, pagination=pages)
 
 
 routes = [
