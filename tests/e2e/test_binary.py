@@ -65,7 +65,7 @@ def test_binary_serves_tls13_api_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     base = f"https://{HOST}:{port}"
     ctx = ssl.create_default_context(cafile=str(data_dir / "tls-cert.pem"))
-    ctx.check_hostname = False  # the certificate names --hostname (localhost), we dial 127.0.0.1
+    # hostname checking stays on: init's self-signed certificate also names 127.0.0.1
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
@@ -87,11 +87,10 @@ def test_binary_serves_tls13_api_and_stops_cleanly(tmp_path: Path) -> None:
             assert wrong.json()["code"] == "INVALID_API_KEY"
 
         tls12 = ssl.create_default_context(cafile=str(data_dir / "tls-cert.pem"))
-        tls12.check_hostname = False
         tls12.maximum_version = ssl.TLSVersion.TLSv1_2
         with pytest.raises(ssl.SSLError):
             with socket.create_connection((HOST, port), timeout=10) as raw:
-                with tls12.wrap_socket(raw, server_hostname="localhost"):
+                with tls12.wrap_socket(raw, server_hostname=HOST):
                     pass
 
         os.kill(server.pid, signal.SIGTERM)
