@@ -82,19 +82,19 @@ def confine(spec: KeySpec, creator: "KeyGrant | None") -> KeySpec:
         return spec
     for scope in spec.scopes:
         if scope not in creator.scopes:
-            raise ApiError(403, "INSUFFICIENT_SCOPE", f"cannot grant scope '{scope}' you do not hold")
+            raise ApiError(403, "INSUFFICIENT_SCOPE", f"scope '{scope}' is beyond this API key's own")
     if creator.allowed_scan_types is not None:
         if spec.allowed_scan_types is None:
             spec.allowed_scan_types = list(creator.allowed_scan_types)
         extra = [t for t in spec.allowed_scan_types if t not in creator.allowed_scan_types]
         if extra:
-            raise ApiError(403, "SCAN_TYPE_NOT_ALLOWED", f"cannot grant scan type '{extra[0]}' you do not hold")
+            raise ApiError(403, "SCAN_TYPE_NOT_ALLOWED", f"scan type '{extra[0]}' is beyond this API key's own")
     if creator.allowed_ips is not None:
         if spec.allowed_ips is None:
             spec.allowed_ips = list(creator.allowed_ips)
         extra = _covered(spec.allowed_ips, creator.allowed_ips)
         if extra:
-            raise ApiError(403, "IP_NOT_ALLOWED", f"cannot grant IP range {extra[0]} outside your own")
+            raise ApiError(403, "IP_NOT_ALLOWED", f"IP range {extra[0]} is beyond this API key's own")
     return spec
 
 

@@ -66,6 +66,8 @@ def _transition(action: str):
     async def handler(request: Request) -> JSONResponse:
         services, grant = authorize(request, "api-keys:write")
         row = _key_row(request, grant.tenant_id)
+        # Managing a key is reserved to keys that hold at least what it holds.
+        apikeys.confine(apikeys.spec_from_row(row), grant)
         await services.commit_keys(*apikeys.transition_ops(row, action, actor(grant)))
         return await _respond_with_key(request, row["id"])
     handler.__name__ = f"{action}_key"

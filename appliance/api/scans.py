@@ -42,7 +42,9 @@ async def create_scan(request: Request) -> JSONResponse:
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
     await services.writer.write(model.insert_op(row))
-    services.queue.enqueue(row["id"], row["priority"])
+    # Huey's SQLite storage blocks on its own lock: keep it off the event loop. A crash between the
+    # two writes leaves a queued scan without a task, which the reconciler enqueues.
+    await asyncio.to_thread(services.queue.enqueue, row["id"], row["priority"])
     return ok(model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))), 201)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from appliance.scanning import model
 from appliance.scanning.runner import RunResult, run_process
-from appliance.targets import parse_target, resolve_host
+from appliance.targets import parse_target
 from engines.base import Engine, Finding, ScanSpec
 
 if TYPE_CHECKING:
@@ -100,13 +100,8 @@ class ScanWorker:
         return status
 
     def _recheck_target(self, row) -> str | None:
-        """The submit-time check again, now with the addresses the name resolves to."""
-        policy = self.s.policy(row["tenant_id"])
-        target = parse_target(row["target"], row["target_type"])
-        problem = policy.check(target, resolve=False)
-        if problem or target.host is None:
-            return problem
-        return policy.check_addresses(resolve_host(target.host), policy.name_allowed(target.host))
+        """The submit-time check again, against the policy and DNS of now."""
+        return self.s.policy(row["tenant_id"]).check(parse_target(row["target"], row["target_type"]))
 
     def _execute(self, engine: Engine, spec: ScanSpec) -> RunResult:
         scan_id = spec.scan_id

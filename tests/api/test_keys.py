@@ -51,6 +51,15 @@ async def test_unknown_route_method_and_oversize_body(client):
     assert big.status_code == 413 and code(big) == "PAYLOAD_TOO_LARGE"
 
 
+async def test_chunked_body_over_the_cap_is_413(client):
+    async def chunks():
+        for _ in range(20):
+            yield b" " * 65536
+
+    response = await client.post("/api/v1/api-keys", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and code(response) == "PAYLOAD_TOO_LARGE"
+
+
 async def test_bad_bodies_name_the_field(client):
     cases = [
         (b"{not json", "INVALID_JSON", None),
@@ -129,6 +138,10 @@ async def test_a_key_cannot_grant_more_than_it_holds(client):
     assert ok.status_code == 201
     assert ok.json()["data"]["allowedIpAddresses"] == ["127.0.0.0/8"]  # inherited, never widened
     assert ok.json()["data"]["allowedScanTypes"] == ["nmap"]
+    admin_id = [k for k in (await client.get("/api/v1/api-keys")).json()["data"] if k["name"] == "admin"][0]["id"]
+    takeover = await client.post(f"/api/v1/api-keys/{admin_id}/suspend", headers=h)
+    assert takeover.status_code == 403  # a weaker key cannot switch off a stronger one
+    assert (await client.post(f"/api/v1/api-keys/{limited['id']}/suspend", headers=h)).status_code == 200
 
 
 async def test_ip_allowlist_v4_and_v6(client):

@@ -209,3 +209,31 @@ async def test_priority_orders_the_queue(data_dir, admin_key):
         started = {d["priority"]: d["startedAt"] for d in done}
         assert all(d["status"] == "completed" for d in done)
         assert started["critical"] < started["high"] < started["normal"] < started["low"]
+
+
+@needs_nmap
+async def test_worker_checks_the_target_again_before_running(data_dir, admin_key, spawned):
+    async with serve_in_process(data_dir, queue__workers=1) as c:
+        c.headers["X-API-Key"] = admin_key
+        services = c.app.state.services
+        blocker = (await submit(c, target="127.0.0.1", options={"ports": "1-65535", "timing": "T1",
+                                                                "serviceDetection": False})).json()["data"]
+        await await_for(lambda: services.reader.scalar(
+            "SELECT status = 'running' FROM scans WHERE id = ?", (blocker["id"],)), 30, what="blocker")
+        by_name = (await submit(c, target="localhost", options={"ports": "1"})).json()["data"]
+        assert by_name["targetType"] == "host"
+        # between submit and run, the operator denies the addresses the name resolves to
+        run_cli("targets", "deny", "--tenant", "default", "127.0.0.1", "::1", "--data-dir", str(data_dir))
+        await await_for(lambda: services._policies == {}, 2, what="policy cache reset")
+        await c.post(f"/api/v1/scans/{blocker['id']}/cancel")
+        done = await finished(c, by_name["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "TARGET_NOT_ALLOWED"
+    assert [argv[-1] for argv in spawned] == ["127.0.0.1"]  # only the blocker ever ran
+
+
+@needs_nmap
+async def test_hostname_targets_run(client):
+    with http_target() as port:
+        scan = (await submit(client, target="localhost", options={"ports": str(port)})).json()["data"]
+        done = await finished(client, scan["id"])
+    assert done["status"] == "completed", done
