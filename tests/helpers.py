@@ -24,7 +24,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
-        pass  # scanners drop connections mid-request on purpose
+        """Silent: scanners drop connections mid-request on purpose."""
 
 
 @contextlib.contextmanager

@@ -66,7 +66,7 @@ async def test_bad_bodies_name_the_field(client):
         (b'{"name": 5}', "VALIDATION_ERROR", "name"),
         (b'{"name": "x", "bogus": 1}', "VALIDATION_ERROR", "bogus"),
         (b'{"name": "x", "scopes": ["scans:fly"]}', "VALIDATION_ERROR", "scopes[0]"),
-        (b'{"name": "x", "allowedIpAddresses": ["10.0.0.0/33"]}', "VALIDATION_ERROR", "allowedIpAddresses[0]"),
+        (b'{"name": "x", "allowedIpAddresses": ["192.0.2.0/33"]}', "VALIDATION_ERROR", "allowedIpAddresses[0]"),
         (b'{"name": "x", "rateLimitPerMinute": 0}', "VALIDATION_ERROR", "rateLimitPerMinute"),
         (b'{"name": "x", "rateLimitPerDay": 500001}', "VALIDATION_ERROR", "rateLimitPerDay"),
         (b'{"name": "x", "expiresInDays": true}', "VALIDATION_ERROR", "expiresInDays"),
@@ -132,7 +132,7 @@ async def test_a_key_cannot_grant_more_than_it_holds(client):
                                                         "allowedScanTypes": ["zap"]}, headers=h)
     assert code(types) == "SCAN_TYPE_NOT_ALLOWED"
     ips = await client.post("/api/v1/api-keys", json={"name": "x", "scopes": ["scans:read"],
-                                                      "allowedIpAddresses": ["10.0.0.0/8"]}, headers=h)
+                                                      "allowedIpAddresses": ["198.51.100.0/24"]}, headers=h)
     assert code(ips) == "IP_NOT_ALLOWED"
     ok = await client.post("/api/v1/api-keys", json={"name": "x", "scopes": ["scans:read"]}, headers=h)
     assert ok.status_code == 201

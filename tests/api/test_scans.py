@@ -57,7 +57,7 @@ BAD_SUBMISSIONS = [
     ({"target": "localhost\n127.0.0.2"}, "INVALID_TARGET", "target"),
     ({"target": "127.0.0.1;id"}, "INVALID_TARGET", "target"),
     ({"target": "http://127.0.0.1/"}, "INVALID_TARGET", "targetType"),
-    ({"target": "10.0.0.0/8"}, "INVALID_TARGET", "target"),
+    ({"target": "192.0.2.0/8"}, "INVALID_TARGET", "target"),
     ({"target": "127.0.0.1", "targetType": "galaxy"}, "VALIDATION_ERROR", "targetType"),
     ({"target": "127.0.0.1", "timeout": 5}, "VALIDATION_ERROR", "timeout"),
     ({"target": "127.0.0.1", "tags": ["x" * 65]}, "VALIDATION_ERROR", "tags[0]"),

@@ -36,7 +36,7 @@ def test_binary_serves_tls13_api_scans_and_stops_cleanly(tmp_path: Path) -> None
             assert client.get("/health").json() == {"status": "ok"}
             engines = client.get("/api/v1/engines")
             assert engines.status_code == 200 and engines.json()["success"] is True
-            wrong = client.get("/api/v1/engines", headers={"X-API-Key": key[:-4] + "XXXX"})
+            wrong = client.get("/api/v1/engines", headers={"X-API-Key": key[:-4] + "ZZZZ"})
             assert wrong.status_code == 401 and wrong.json()["code"] == "INVALID_API_KEY"
             if shutil.which("nmap"):
                 with http_target() as port:

@@ -176,14 +176,14 @@ def test_full_argv(engine, tmp_path, raw_ok):
     options = engine.validate({"ports": "8000-8100,22", "timing": "T2", "serviceDetection": False,
                                "osDetection": True, "scripts": "http-title,default",
                                "technique": "syn", "hostTimeout": 300})
-    argv = engine.build_argv(spec(tmp_path, options, "10.0.0.0/24", "network"))
+    argv = engine.build_argv(spec(tmp_path, options, "192.0.2.0/24", "network"))
     assert argv[argv.index("-p") + 1] == "22,8000-8100"
     assert argv[argv.index("--host-timeout") + 1] == "300s"
     assert argv[argv.index("--script") + 1].startswith("http-title,default and safe and not (")
     assert {"-sS", "-T2", "-O"} <= set(argv)
     assert "-sV" not in argv
     assert "-Pn" not in argv  # network targets keep host discovery
-    assert argv[-2:] == ["--", "10.0.0.0/24"]
+    assert argv[-2:] == ["--", "192.0.2.0/24"]
 
 
 def test_top_ports_and_udp(engine, tmp_path, raw_ok):
@@ -271,7 +271,7 @@ def test_parse_missing_empty_and_garbage_reports(tmp_path):
 
 def test_parse_vulnerable_script_host_down_and_hostscript(tmp_path):
     path = write_report(tmp_path, """
-<host><status state="up" reason="user-set"/><address addr="10.0.0.5" addrtype="ipv4"/>
+<host><status state="up" reason="user-set"/><address addr="192.0.2.5" addrtype="ipv4"/>
 <address addr="00:11:22:33:44:55" addrtype="mac"/><hostnames></hostnames>
 <ports>
 <port protocol="tcp" portid="443"><state state="open" reason="syn-ack"/>
@@ -285,23 +285,23 @@ def test_parse_vulnerable_script_host_down_and_hostscript(tmp_path):
 </ports>
 <hostscript><script id="smb-os-discovery" output="OS: Windows"/></hostscript>
 </host>
-<host><status state="down" reason="no-response"/><address addr="10.0.0.6" addrtype="ipv4"/></host>
+<host><status state="down" reason="no-response"/><address addr="192.0.2.6" addrtype="ipv4"/></host>
 """)
     findings = list(parse_file(path))
     by_rule = {f.rule_id: f for f in findings}
     assert {f.port for f in findings if f.rule_id == "nmap.open-port"} == {443, 9}
     bleed = by_rule["nmap.script.ssl-heartbleed"]
-    assert (bleed.severity, bleed.cve, bleed.url) == ("high", ["CVE-2014-0160"], "https://10.0.0.5:443/")
+    assert (bleed.severity, bleed.cve, bleed.url) == ("high", ["CVE-2014-0160"], "https://192.0.2.5:443/")
     assert by_rule["nmap.script.ssl-poodle"].severity == "info"
     # Text a target controls (a page title) names a CVE but does not make a VULNERABLE state.
     assert by_rule["nmap.script.http-title"].severity == "medium"
     bare = next(f for f in findings if f.port == 9)
     assert (bare.title, bare.confidence, bare.evidence) == ("Open port 9/tcp", "medium", None)
     smb = by_rule["nmap.script.smb-os-discovery"]
-    assert (smb.title, smb.port, smb.ip, smb.host) == ("smb-os-discovery on 10.0.0.5", None,
-                                                      "10.0.0.5", "10.0.0.5")
+    assert (smb.title, smb.port, smb.ip, smb.host) == ("smb-os-discovery on 192.0.2.5", None,
+                                                      "192.0.2.5", "192.0.2.5")
     down = by_rule["nmap.host-down"]
-    assert (down.title, down.ip, down.severity) == ("Host down: 10.0.0.6", "10.0.0.6", "info")
+    assert (down.title, down.ip, down.severity) == ("Host down: 192.0.2.6", "192.0.2.6", "info")
 
 
 def test_os_detection(tmp_path):

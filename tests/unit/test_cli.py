@@ -40,15 +40,15 @@ def test_tenants_targets_and_keys(admin_key, data_dir):
     dup = CliRunner().invoke(cli, ["tenants", "create", "blue", *d])
     assert dup.exit_code == 1 and "already exists" in dup.output
     assert {t["name"] for t in json.loads(run_cli("tenants", "list", "--json", *d))} == {"default", "blue"}
-    run_cli("targets", "allow", "--tenant", "blue", "10.20.0.0/16", "*.lab.test", *d)
-    run_cli("targets", "deny", "--tenant", "blue", "10.20.5.0/24", *d)
+    run_cli("targets", "allow", "--tenant", "blue", "198.51.100.0/24", "*.lab.test", *d)
+    run_cli("targets", "deny", "--tenant", "blue", "198.51.100.128/25", *d)
     listing = run_cli("targets", "list", "--tenant", "blue", *d)
-    assert "allow  10.20.0.0/16" in listing and "allow  lab.test" in listing
-    assert "deny  10.20.5.0/24" in listing and "169.254.0.0/16  (global)" in listing
+    assert "allow  198.51.100.0/24" in listing and "allow  lab.test" in listing
+    assert "deny  198.51.100.128/25" in listing and "fe80::/10  (global)" in listing
     bad = CliRunner().invoke(cli, ["targets", "allow", "--tenant", "blue", "not a target", *d])
     assert bad.exit_code == 1 and "neither" in bad.output
     key = json.loads(run_cli("keys", "create", "--tenant", "blue", "--name", "ci", "--scan-type", "nmap",
-                             "--allow-ip", "10.1.0.0/16", "--rate-minute", "5", "--expires-in-days", "7",
+                             "--allow-ip", "203.0.113.0/24", "--rate-minute", "5", "--expires-in-days", "7",
                              "--json", *d))
     assert key["key"].startswith("cix_sk_") and key["allowedScanTypes"] == ["nmap"]
     assert key["rateLimitPerMinute"] == 5 and key["expiresAt"]

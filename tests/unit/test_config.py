@@ -50,8 +50,8 @@ def test_serve_with_invalid_config_prints_one_line(tmp_path, admin_key, data_dir
 def test_config_set_and_get(admin_key, data_dir):
     run_cli("config", "set", "server.port", "9444", "--data-dir", str(data_dir))
     assert run_cli("config", "get", "server.port", "--data-dir", str(data_dir)).strip() == "9444"
-    run_cli("config", "set", "targets.denylist", '["169.254.0.0/16"]', "--data-dir", str(data_dir))
-    assert config.load(data_dir)["targets.denylist"] == ["169.254.0.0/16"]
+    run_cli("config", "set", "targets.denylist", '["203.0.113.0/24"]', "--data-dir", str(data_dir))
+    assert config.load(data_dir)["targets.denylist"] == ["203.0.113.0/24"]
     bad = CliRunner().invoke(cli, ["config", "set", "server.port", "many", "--data-dir", str(data_dir)])
     assert bad.exit_code == 1 and "not a TOML value" in bad.output
     assert config.load(data_dir)["server.port"] == 9444  # a rejected value changes nothing

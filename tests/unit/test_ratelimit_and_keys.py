@@ -47,10 +47,10 @@ def test_counters_are_drained_for_persistence_and_reloaded():
 
 
 def test_client_ip_trusts_only_configured_proxies():
-    scope = {"client": ("10.0.0.5", 1), "headers": [(b"x-forwarded-for", b"203.0.113.7, 10.0.0.9")]}
-    assert client_ip(scope, ()) == "10.0.0.5"
-    assert client_ip(scope, ("10.0.0.0/24",)) == "203.0.113.7"
+    scope = {"client": ("198.51.100.5", 1), "headers": [(b"x-forwarded-for", b"203.0.113.7, 198.51.100.9")]}
+    assert client_ip(scope, ()) == "198.51.100.5"
+    assert client_ip(scope, ("198.51.100.0/24",)) == "203.0.113.7"
     scope = {"client": ("192.0.2.1", 1), "headers": [(b"x-forwarded-for", b"203.0.113.7")]}
-    assert client_ip(scope, ("10.0.0.0/24",)) == "192.0.2.1"
+    assert client_ip(scope, ("198.51.100.0/24",)) == "192.0.2.1"
     v6 = {"client": ("::1", 1), "headers": [(b"x-forwarded-for", b"2001:db8::1")]}
     assert ipaddress.ip_address(client_ip(v6, ("::1/128",))) == ipaddress.ip_address("2001:db8::1")

@@ -19,8 +19,8 @@ def test_parse_and_infer(text, kind, value):
 
 
 @pytest.mark.parametrize("text, kind", [
-    ("-oX", None), ("a b", None), ("host\nother", None), ("10.0.0.0/8", None), ("a;b", "domain"),
-    ("http://u:p@h/", "url"), ("ftp://h/", "url"), ("300.1.1.1", "ip"), ("", None), ("x" * 300, "domain"),
+    ("-oX", None), ("a b", None), ("host\nother", None), ("192.0.2.0/8", None), ("a;b", "domain"),
+    ("http://u:p@h/", "url"), ("ftp://h/", "url"), ("256.0.2.1", "ip"), ("", None), ("x" * 300, "domain"),
     ("1.2.3", "domain"), ("127.0.0.1", "domain"),
 ])
 def test_bad_targets(text, kind):
@@ -53,6 +53,6 @@ def test_localhost_resolves_against_cidrs():
 
 def test_policy_entries():
     assert parse_policy_entry("*.Example.com").suffix == "example.com"
-    assert str(parse_policy_entry("10.1.2.3/8").network) == "10.0.0.0/8"
+    assert str(parse_policy_entry("192.0.2.3/8").network) == "192.0.0.0/8"
     with pytest.raises(ValueError):
         parse_policy_entry("path:/etc")
