@@ -20,7 +20,7 @@ def test_parse_and_infer(text, kind, value):
 
 @pytest.mark.parametrize("text, kind", [
     ("-oX", None), ("a b", None), ("host\nother", None), ("192.0.2.0/8", None), ("a;b", "domain"),
-    ("http://u:p@h/", "url"), ("ftp://h/", "url"), ("256.0.2.1", "ip"), ("", None), ("x" * 300, "domain"),
+    ("http://u:p@h/", "url"), ("ftp://h/", "url"), ("192.0.2.256", "ip"), ("", None), ("x" * 300, "domain"),
     ("1.2.3", "domain"), ("127.0.0.1", "domain"),
 ])
 def test_bad_targets(text, kind):
