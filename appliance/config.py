@@ -100,6 +100,10 @@ KEYS: dict[str, Key] = {
 }
 
 
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "list": "an array", "table": "a table"}
+
+
 def _type_problem(key: Key, value: Any) -> str | None:
     expected = {"str": str, "list": list, "table": dict, "bool": bool}.get(key.type)
     if key.type == "int":
@@ -109,7 +113,7 @@ def _type_problem(key: Key, value: Any) -> str | None:
     else:
         ok = isinstance(value, expected)
     if not ok:
-        return f"must be {'a table' if key.type == 'table' else 'a ' + key.type}"
+        return f"must be {_TYPE_NAMES[key.type]}"
     return key.check(value) if key.check else None
 
 

@@ -35,6 +35,3 @@ class ValidationError(ApiError):
         super().__init__(400, code, f"{field}: {message}", [{"field": field, "message": message}])
         self.field = field
 
-
-def not_found(code: str = "NOT_FOUND", what: str = "resource") -> ApiError:
-    return ApiError(404, code, f"{what} not found")

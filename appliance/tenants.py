@@ -40,10 +40,6 @@ def policy_ops(tenant_id: str, kind: str, entries: list[str], actor: str, remove
             audit_op(tenant_id, actor, action, "tenant", tenant_id, {"entries": normalized})]
 
 
-def find(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
-
-
 def policy_entries(conn: sqlite3.Connection, tenant_id: str) -> dict[str, list[str]]:
     """``{"allow": [...], "deny": [...]}`` for a tenant."""
     out: dict[str, list[str]] = {"allow": [], "deny": []}

@@ -19,9 +19,6 @@ class Body:
             raise ValidationError(unknown[0], "unknown field")
         self.data = data
 
-    def has(self, name: str) -> bool:
-        return self.data.get(name) is not None
-
     def _get(self, name: str, required: bool) -> Any:
         value = self.data.get(name, _MISSING)
         if value is _MISSING or value is None:

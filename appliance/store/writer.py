@@ -64,11 +64,8 @@ class Writer:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self.write(*ops), self._loop).result(timeout)
 
-    def buffer(self, op: Op) -> None:
-        """Queue bookkeeping for the next flush (event-loop thread only)."""
-        self._buffer.append(op)
-
     def buffer_threadsafe(self, op: Op) -> None:
+        """Queue ``op`` for the next flush: durable within about a second, never awaited."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._buffer.append, op)
 

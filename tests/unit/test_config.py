@@ -26,7 +26,7 @@ def test_defaults_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ('[server]\nport = "x"\n', "server.port: must be a int"),
+    ('[server]\nport = "x"\n', "server.port: must be an integer"),
     ('[server]\nport = 70000\n', "server.port: must be between"),
     ('[server]\ntrusted_proxies = ["nope"]\n', "server.trusted_proxies"),
     ('[server]\nbogus = 1\n', "server.bogus: unknown setting"),
