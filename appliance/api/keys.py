@@ -20,7 +20,7 @@ def _key_row(request: Request, tenant_id: str):
     return row
 
 
-async def _respond_with_key(request: Request, key_id: str, status: int = 200, raw: str | None = None
+def _respond_with_key(request: Request, key_id: str, status: int = 200, raw: str | None = None
                             ) -> JSONResponse:
     row = request.app.state.services.reader.one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
     data = apikeys.to_json(row)
@@ -34,7 +34,7 @@ async def create_key(request: Request) -> JSONResponse:
     spec = apikeys.confine(apikeys.parse_spec(await read_json(request), services.engines), grant)
     key_id, raw, ops = apikeys.create_ops(grant.tenant_id, spec, actor(grant))
     await services.commit_keys(*ops)
-    return await _respond_with_key(request, key_id, 201, raw)
+    return _respond_with_key(request, key_id, 201, raw)
 
 
 async def list_keys(request: Request) -> JSONResponse:
@@ -59,7 +59,7 @@ async def rotate_key(request: Request) -> JSONResponse:
     apikeys.confine(apikeys.spec_from_row(row), grant)
     key_id, raw, ops = apikeys.rotate_ops(row, grace or 0, actor(grant))
     await services.commit_keys(*ops)
-    return await _respond_with_key(request, key_id, 201, raw)
+    return _respond_with_key(request, key_id, 201, raw)
 
 
 def _transition(action: str):
@@ -69,7 +69,7 @@ def _transition(action: str):
         # Managing a key is reserved to keys that hold at least what it holds.
         apikeys.confine(apikeys.spec_from_row(row), grant)
         await services.commit_keys(*apikeys.transition_ops(row, action, actor(grant)))
-        return await _respond_with_key(request, row["id"])
+        return _respond_with_key(request, row["id"])
     handler.__name__ = f"{action}_key"
     return handler
 

@@ -162,7 +162,7 @@ async def test_cancel_queued_and_running(data_dir, admin_key, monkeypatch):
     async with serve_in_process(data_dir, queue__workers=1) as c:
         c.headers["X-API-Key"] = admin_key
         with http_target() as port:
-            slow = (await submit(c, target="127.0.0.1", options={"ports": f"1-65535", "timing": "T1",
+            slow = (await submit(c, target="127.0.0.1", options={"ports": "1-65535", "timing": "T1",
                                                                  "serviceDetection": False})).json()["data"]
             waiting = (await submit(c, target="127.0.0.1", options={"ports": str(port)})).json()["data"]
             services = c.app.state.services

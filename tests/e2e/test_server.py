@@ -9,7 +9,6 @@ import sqlite3
 import ssl
 import time
 
-import httpx
 import pytest
 
 from tests.e2e.server import Server, cli, cli_json
