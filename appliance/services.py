@@ -82,7 +82,7 @@ class Services:
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
         self.config.scans_dir.mkdir(mode=0o700, exist_ok=True)
-        await self.reconciler.run_once()
+        await self.reconciler.run_once(startup=True)
         self.queue.start(self.config["queue.workers"], self.config["queue.max_delay_seconds"])
         self._tasks = [asyncio.create_task(self._every(0.5, self._check_epoch), name="epoch"),
                        asyncio.create_task(self._every(self.config["scans.reconcile_interval_seconds"],

@@ -31,8 +31,9 @@ class Reconciler:
     def __init__(self, services: "Services") -> None:
         self.s = services
 
-    async def run_once(self) -> dict[str, int]:
-        """One pass; returns counts per action (for logs and tests)."""
+    async def run_once(self, startup: bool = False) -> dict[str, int]:
+        """One pass; returns counts per action (for logs and tests). At ``startup`` no request can be
+        between its insert and its enqueue, so every queued scan without a task is enqueued."""
         counts = {"requeued": 0, "interrupted": 0, "timed_out": 0, "enqueued": 0}
         now = clock.now()
         stale = max(60, 6 * self.s.config["scans.heartbeat_seconds"])
@@ -53,7 +54,7 @@ class Reconciler:
                             row["id"], "failed", "TIMEOUT", "scan waited in the queue too long",
                             from_statuses=("queued",))))[0]:
                         counts["timed_out"] += 1
-                elif row["id"] not in waiting and row["queued_at"] < now - RECENT_ENQUEUE:
+                elif row["id"] not in waiting and (startup or row["queued_at"] < now - RECENT_ENQUEUE):
                     self.s.queue.enqueue(row["id"], row["priority"])
                     counts["enqueued"] += 1
         if any(counts.values()):

@@ -84,7 +84,8 @@ class ScanWorker:
         if result.stopped:
             if self.stopping.is_set() and scan_id not in self.cancels:
                 # Shutdown, not a cancel: give the scan back to the queue for the next start.
-                self.s.writer.write_threadsafe(model.requeue_op(scan_id, refund=True))
+                if self.s.writer.write_threadsafe(model.requeue_op(scan_id, refund=True))[0]:
+                    self.s.queue.enqueue(scan_id, row["priority"])
                 return "requeued"
             return self._finish(scan_id, "cancelled")
         if result.timed_out:

@@ -129,3 +129,25 @@ def test_sigkill_with_running_and_queued_scans_recovers(appliance):
         attempts = conn.execute("SELECT attempts FROM scans WHERE id = ?", (running["id"],)).fetchone()[0]
     assert attempts == 2  # re-queued once after the crash, never run twice at once
     assert server.stop() == 0
+
+
+@needs_nmap
+def test_sigterm_hands_running_scans_back_to_the_queue(appliance):
+    server, admin = appliance
+    server.start()
+    with server.client(admin) as c:
+        scan = c.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1", "timeout": 30, "options": {
+            "ports": "1-65535", "timing": "T1", "serviceDetection": False}}).json()["data"]
+        pid = wait_for(lambda: _pid(server, scan["id"]), 30, what="the scan to run")
+    stopped = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - stopped < 20
+    assert live_group_members(pid) == []
+    with sqlite3.connect(server.data_dir / "appliance.db") as conn:
+        status, attempts = conn.execute("SELECT status, attempts FROM scans WHERE id = ?", (scan["id"],)).fetchone()
+    assert (status, attempts) == ("queued", 0)  # not lost, and the shutdown did not use up its retry
+    server.start()
+    with server.client(admin) as c:
+        wait_for(lambda: _pid(server, scan["id"]), 30, what="the scan to run again after the restart")
+        assert c.post(f"/api/v1/scans/{scan['id']}/cancel").json()["data"]["status"] == "cancelled"
+    assert server.stop() == 0
