@@ -171,22 +171,27 @@ class Policy:
 
     def check(self, target: Target, resolve: bool = True) -> str | None:
         """None when ``target`` may be scanned, else the reason it may not."""
+        return self.vet(target, resolve)[0]
+
+    def vet(self, target: Target, resolve: bool = True) -> tuple[str | None, tuple[Address, ...]]:
+        """``(reason it may not be scanned or None, the addresses checked)``. For a hostname the
+        addresses are what it resolved to now: the scanner is given these, not a later lookup."""
         if target.network is not None:
             if self._net_denied(target.network):
-                return f"{target.network} is on the appliance's denylist"
+                return f"{target.network} is on the appliance's denylist", ()
             if not self._net_allowed(target.network):
-                return f"{target.network} is not on this tenant's allowlist"
-            return None
+                return f"{target.network} is not on this tenant's allowlist", ()
+            return None, ()
         name = target.host or ""
         if any(e.matches_name(name) for e in self.deny):
-            return f"{name} is on the appliance's denylist"
+            return f"{name} is on the appliance's denylist", ()
         allowed = self.name_allowed(name)
         if not resolve:
-            return None if allowed else f"{name} is not on this tenant's allowlist"
-        addresses = resolve_host(name)
+            return (None if allowed else f"{name} is not on this tenant's allowlist"), ()
+        addresses = tuple(resolve_host(name))
         if not addresses:
-            return None if allowed else f"{name} does not resolve to an allowed address"
-        return self.check_addresses(addresses, allowed)
+            return (None if allowed else f"{name} does not resolve to an allowed address"), ()
+        return self.check_addresses(addresses, allowed), addresses
 
 
 def resolve_host(name: str) -> list[Address]:

@@ -196,6 +196,10 @@ class ScanSpec:
     timeout: int
     workdir: Path
     executable: str
+    # For a hostname target: the addresses the worker resolved and authorized just before the run.
+    # Engines that can scan an address scan these, so a DNS change after the check cannot redirect
+    # the scan; the name stays the finding's host.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,12 @@ class NmapEngine(Engine):
         # Without root, nmap refuses raw scans unless told that it holds the capability.
         if _raw_socket_needs(opts) and os.geteuid() != 0:
             argv.append("--privileged")
-        return [*argv, "--", spec.target]
+        target = spec.target
+        if spec.addresses:  # the vetted addresses of a hostname: nmap must not look it up again
+            target = next((a for a in spec.addresses if ":" not in a), spec.addresses[0])
+            if ":" in target:
+                argv.append("-6")
+        return [*argv, "--", target]
 
     def progress(self, spec: ScanSpec) -> int | None:
         """Percent of nmap's current phase (connect scan, service scan, NSE), from the partial XML."""
@@ -189,7 +194,8 @@ class NmapEngine(Engine):
         return min(99, int(float(matches[-1]))) if matches else None
 
     def parse(self, spec: ScanSpec) -> Iterator[Finding]:
-        return parse_file(spec.workdir / REPORT)
+        # A hostname target was scanned by its vetted address: findings still carry the name.
+        return parse_file(spec.workdir / REPORT, name=spec.target if spec.addresses else None)
 
     def outcome(self, spec: ScanSpec, returncode: int, stderr: str) -> Outcome:
         hint = _first_line(stderr)
@@ -217,11 +223,12 @@ class NmapEngine(Engine):
         return Outcome(True)
 
 
-def parse_file(path: Path | str) -> Iterator[Finding]:
-    """Findings from an nmap XML report, complete or cut short."""
+def parse_file(path: Path | str, name: str | None = None) -> Iterator[Finding]:
+    """Findings from an nmap XML report, complete or cut short; ``name`` is the host's name when the
+    report has none (nmap was given an address)."""
     for elem in _top_elements(Path(path)):
         if elem.tag == "host":
-            yield from _host_findings(elem)
+            yield from _host_findings(elem, name)
 
 
 def _top_elements(path: Path) -> Iterator[ET.Element]:
@@ -245,9 +252,9 @@ def _top_elements(path: Path) -> Iterator[ET.Element]:
                 return
 
 
-def _host_findings(host: ET.Element) -> Iterator[Finding]:
+def _host_findings(host: ET.Element, default_name: str | None = None) -> Iterator[Finding]:
     ip = next((a.get("addr") for a in host.iter("address") if a.get("addrtype") != "mac"), None)
-    name = next((h.get("name") for h in host.iter("hostname") if h.get("name")), None)
+    name = next((h.get("name") for h in host.iter("hostname") if h.get("name")), default_name)
     where = name or ip
     status = host.find("status")
     if status is not None and status.get("state") == "down":

@@ -69,13 +69,16 @@ class ScanWorker:
         engine = self.s.engines[row["scan_type"]]
         if not isinstance(engine, Engine) or not engine.probe().available:
             return self._finish(scan_id, "failed", "ENGINE_UNAVAILABLE", f"{row['scan_type']} is not available")
-        problem = self._recheck_target(row)
+        # The submit-time check again, with the policy and DNS of now.
+        target = parse_target(row["target"], row["target_type"])
+        problem, addresses = self.s.policy(row["tenant_id"]).vet(target)
         if problem:
             return self._finish(scan_id, "failed", "TARGET_NOT_ALLOWED", problem)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, mode=0o700)
         spec = ScanSpec(scan_id, row["target"], row["target_type"], json.loads(row["options"]),
-                        row["timeout"], workdir, engine.probe().path or engine.binary)
+                        row["timeout"], workdir, engine.probe().path or engine.binary,
+                        tuple(str(a) for a in addresses))
         config = json.loads(row["config"])
         result = self._execute(engine, spec)
         stored = self._store(scan_id, engine.name, engine.parse(spec), config.get("maxFindings"))
@@ -99,10 +102,6 @@ class ScanWorker:
     def _finish(self, scan_id: str, status: str, code: str | None = None, message: str | None = None) -> str:
         self.s.writer.write_threadsafe(model.finish_op(scan_id, status, code, message))
         return status
-
-    def _recheck_target(self, row) -> str | None:
-        """The submit-time check again, against the policy and DNS of now."""
-        return self.s.policy(row["tenant_id"]).check(parse_target(row["target"], row["target_type"]))
 
     def _execute(self, engine: Engine, spec: ScanSpec) -> RunResult:
         scan_id = spec.scan_id

@@ -232,8 +232,11 @@ async def test_worker_checks_the_target_again_before_running(data_dir, admin_key
 
 
 @needs_nmap
-async def test_hostname_targets_run(client):
+async def test_hostname_targets_are_scanned_at_their_vetted_address(client, spawned):
     with http_target() as port:
         scan = (await submit(client, target="localhost", options={"ports": str(port)})).json()["data"]
         done = await finished(client, scan["id"])
     assert done["status"] == "completed", done
+    assert spawned[0][-2:] == ["--", "127.0.0.1"]  # not a second lookup by nmap
+    findings = (await client.get(f"/api/v1/scans/{scan['id']}/results")).json()["data"]["findings"]
+    assert [(f["host"], f["ip"], f["port"]) for f in findings] == [("localhost", "127.0.0.1", port)]

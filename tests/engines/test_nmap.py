@@ -435,3 +435,29 @@ def test_engine_metadata(engine):
     assert set(schema["properties"]) == {"ports", "topPorts", "timing", "serviceDetection",
                                          "osDetection", "scripts", "technique", "hostTimeout"}
     assert schema["properties"]["timing"]["default"] == "T4"
+
+
+def test_hostname_is_scanned_at_its_vetted_address(engine, tmp_path):
+    vetted = spec(tmp_path, {}, "app.lab.test", "host")
+    vetted.addresses = ("2001:db8::5", "192.0.2.5")
+    argv = engine.build_argv(vetted)
+    assert argv[-2:] == ["--", "192.0.2.5"] and "-6" not in argv  # IPv4 first, as nmap itself prefers
+    vetted.addresses = ("2001:db8::5",)
+    argv = engine.build_argv(vetted)
+    assert argv[-2:] == ["--", "2001:db8::5"] and "-6" in argv
+    unresolved = spec(tmp_path, {}, "app.lab.test", "host")
+    assert engine.build_argv(unresolved)[-1] == "app.lab.test"
+
+
+def test_findings_keep_the_hostname_when_nmap_got_an_address(engine, tmp_path):
+    (tmp_path / "nmap.xml").write_text(
+        '<?xml version="1.0"?><nmaprun><host><status state="up" reason="user-set"/>'
+        '<address addr="127.0.0.1" addrtype="ipv4"/><hostnames/><ports>'
+        '<port protocol="tcp" portid="8000"><state state="open" reason="syn-ack"/></port>'
+        '</ports></host><runstats><finished exit="success"/><hosts up="1" down="0" total="1"/></runstats>'
+        '</nmaprun>')
+    by_address = spec(tmp_path)
+    assert [(f.host, f.ip) for f in engine.parse(by_address)] == [("127.0.0.1", "127.0.0.1")]
+    by_name = spec(tmp_path, {}, "app.lab.test", "host")
+    by_name.addresses = ("127.0.0.1",)
+    assert [(f.host, f.ip) for f in engine.parse(by_name)] == [("app.lab.test", "127.0.0.1")]
