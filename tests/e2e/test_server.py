@@ -2,6 +2,7 @@
 these tests start on 127.0.0.1."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -26,6 +27,11 @@ def appliance(tmp_path):
     yield server, admin
     if server.proc is not None and server.proc.poll() is None:
         server.stop(signal.SIGKILL)
+    # A test that fails after a SIGKILL could leave a scanner behind: end the ones it started.
+    with sqlite3.connect(data / "appliance.db") as conn:
+        for (pid,) in conn.execute("SELECT pid FROM scans WHERE pid IS NOT NULL"):
+            for member in live_group_members(pid):
+                os.kill(member, signal.SIGKILL)
 
 
 def test_tls_auth_rate_limits_and_sigterm(appliance):
