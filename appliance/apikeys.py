@@ -157,6 +157,9 @@ def spec_from_row(row: sqlite3.Row) -> KeySpec:
 
 def rotate_ops(row: sqlite3.Row, grace_hours: int, actor: str) -> tuple[str, str, list[Op]]:
     """A new key with the old one's settings; the old one works until the grace period ends."""
+    status = effective_status(row, clock.now())
+    if status != "active":
+        raise ApiError(409, "CONFLICT", f"only active keys rotate; {row['id']} is {status}")
     spec = spec_from_row(row)
     if row["expires_at"]:
         spec.expires_in_days = max(1, round((row["expires_at"] - clock.now()) / 86400))

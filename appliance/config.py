@@ -21,7 +21,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    type: str  # str | int | float | bool | list | table
+    type: str  # str | int | float | list | table
     default: Any
     doc: str
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
@@ -100,12 +100,12 @@ KEYS: dict[str, Key] = {
 }
 
 
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-               "list": "an array", "table": "a table"}
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "list": "an array",
+               "table": "a table"}
 
 
 def _type_problem(key: Key, value: Any) -> str | None:
-    expected = {"str": str, "list": list, "table": dict, "bool": bool}.get(key.type)
+    expected = {"str": str, "list": list, "table": dict}.get(key.type)
     if key.type == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif key.type == "float":

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 from appliance.api.auth import Authenticator
@@ -39,10 +38,6 @@ class Services:
         self._policies: dict[str, Policy] = {}
         self._epoch: str | None = None
         self._tasks: list[asyncio.Task] = []
-
-    @staticmethod
-    def now() -> float:
-        return time.time()
 
     # -- caches invalidated by the epoch counter ---------------------------------------------------
     def policy(self, tenant_id: str) -> Policy:

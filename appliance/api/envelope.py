@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from appliance.errors import ApiError, ValidationError
+from appliance.store import Reader
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, int] | None = None) -> JSONResponse:
@@ -41,7 +42,7 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
     return {"page": page, "limit": limit, "total": total, "totalPages": math.ceil(total / limit)}
 
 
-def paged(request: Request, reader: Any, table: str, where: str, params: list[Any], order: str,
+def paged(request: Request, reader: Reader, table: str, where: str, params: list[Any], order: str,
           to_json: Callable[[Any], Any], max_limit: int = 100, default_limit: int = 20
           ) -> tuple[list[Any], dict[str, int]]:
     """One page of ``table`` rows matching ``where``, as JSON, with the contract's pagination."""

@@ -54,8 +54,6 @@ async def rotate_key(request: Request) -> JSONResponse:
     row = _key_row(request, grant.tenant_id)
     grace = Body(await read_json(request, empty_ok=True), ("gracePeriodHours",)).integer(
         "gracePeriodHours", 0, 168, 24)
-    if apikeys.effective_status(row, services.now()) != "active":
-        raise ApiError(409, "CONFLICT", f"cannot rotate a key that is {apikeys.effective_status(row, services.now())}")
     apikeys.confine(apikeys.spec_from_row(row), grant)
     key_id, raw, ops = apikeys.rotate_ops(row, grace or 0, actor(grant))
     await services.commit_keys(*ops)

@@ -41,10 +41,11 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        sent = self._request_id(scope)
+        headers = dict(scope["headers"])
+        sent = self._request_id(headers)
         state = {"status": 500, "started": False}
 
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self._reply(send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
             self._log(scope, state, started, sent)
@@ -84,8 +85,8 @@ class RequestMiddleware:
         self._log(scope, state, started, sent)
 
     @staticmethod
-    def _request_id(scope: Scope) -> str:
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    def _request_id(headers: dict[bytes, bytes]) -> str:
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
         return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
 
     async def _reply(self, send: Send, status: int, code: str, message: str, request_id: str,

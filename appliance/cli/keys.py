@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from appliance import apikeys, clock
+from appliance import apikeys
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, tenant_id
 from appliance.credentials import SCOPES
 from appliance.errors import ApiError
@@ -126,10 +126,10 @@ def keys_rotate(data_dir: Path, config_file: Path | None, key_id: str, grace_hou
     """
     with database(load_config(data_dir, config_file)) as conn:
         row = _key(conn, key_id)
-        if apikeys.effective_status(row, clock.now()) != "active":
-            raise click.ClickException(f"{key_id} is {apikeys.effective_status(row, clock.now())}; "
-                                       "only active keys rotate")
-        new_id, raw, ops = apikeys.rotate_ops(row, grace_hours, cli_actor())
+        try:
+            new_id, raw, ops = apikeys.rotate_ops(row, grace_hours, cli_actor())
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
         apply_sync(conn, ops)
         _emit(conn, new_id, raw, as_json)
 

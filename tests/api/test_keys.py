@@ -110,6 +110,8 @@ async def test_create_get_rotate_suspend_revoke(client):
     assert code(await client.get("/api/v1/scans", headers=new_headers)) == "KEY_REVOKED"
     again = await client.delete(f"/api/v1/api-keys/{new['id']}")
     assert again.status_code == 409
+    dead = await client.post(f"/api/v1/api-keys/{new['id']}/rotate", json={})
+    assert dead.status_code == 409 and code(dead) == "CONFLICT" and "revoked" in dead.json()["error"]
 
 
 async def test_rotation_grace_keeps_old_key_working(client):

@@ -62,6 +62,8 @@ def test_tenants_targets_and_keys(admin_key, data_dir):
     run_cli("keys", "revoke", rotated["id"], *d)
     again = CliRunner().invoke(cli, ["keys", "revoke", rotated["id"], *d])
     assert again.exit_code == 1 and "revoked" in again.output
+    dead = CliRunner().invoke(cli, ["keys", "rotate", rotated["id"], *d])
+    assert dead.exit_code == 1 and "only active keys rotate" in dead.output
 
 
 def test_backup_and_check(admin_key, data_dir, tmp_path):
