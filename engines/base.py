@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 CONFIDENCES = ("high", "medium", "low")
@@ -174,6 +174,20 @@ def extract_cves(text: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
+class DataStatus:
+    """One piece of offline data an engine reads (a vulnerability DB, a template bundle, a wordlist):
+    imported by the operator, never downloaded at scan time."""
+
+    name: str
+    required: bool  # scans cannot run without it
+    version: str | None = None
+    path: str | None = None
+    size: int | None = None
+    updated_at: float | None = None  # unix time of the import
+    missing: str | None = None  # why it is not usable, when it is not
+
+
+@dataclass(frozen=True)
 class Availability:
     installed: bool
     version: str | None = None
@@ -196,10 +210,11 @@ class ScanSpec:
     timeout: int
     workdir: Path
     executable: str
-    # For a hostname target: the addresses the worker resolved and authorized just before the run.
-    # Engines that can scan an address scan these, so a DNS change after the check cannot redirect
-    # the scan; the name stays the finding's host.
+    # For a hostname target: the addresses the appliance resolved and authorized just before the
+    # run. Engines that connect to the target scan these, so a DNS change after the check cannot
+    # redirect the scan; the name stays the finding's host.
     addresses: tuple[str, ...] = ()
+    data_dir: Path | None = None  # the engine's imported offline data, when it has any
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,45 @@ class Outcome:
     success: bool
     error_code: str | None = None
     message: str | None = None
+
+
+@dataclass
+class RunResult:
+    returncode: int | None
+    stopped: bool  # the stop flag was raised (cancel or shutdown)
+    timed_out: bool
+    stderr_tail: str
+    duration: float
+
+
+class RunControl(Protocol):
+    """What the runner lends an engine's :meth:`Engine.run`: processes under its supervision (own
+    process group, scrubbed env, output cap, deadline, stop flag), and the stop flag itself for
+    engines that drive a daemon through its API."""
+
+    def execute(self, argv: list[str], *, stdin: bytes | None = None,
+                graceful_stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                stop_grace: float = 0.0, env: Mapping[str, str] | None = None) -> RunResult:
+        """Run ``argv`` to its end (or stop/deadline). ``graceful_stop(proc)`` is called first on a
+        stop; the process then has ``stop_grace`` seconds before its group is killed."""
+        ...
+
+    def spawn(self, argv: list[str], *, env: Mapping[str, str] | None = None,
+              log_name: str = "daemon") -> subprocess.Popen[bytes]:
+        """Start a helper process (a scanner's daemon); its whole group is killed when the run ends."""
+        ...
+
+    def should_stop(self) -> bool:
+        """True once the scan was cancelled, its lease lost, or the worker is shutting down."""
+        ...
+
+    def seconds_left(self) -> float:
+        """Time until the scan's deadline."""
+        ...
+
+    def report_progress(self, percent: int) -> None:
+        """For driven engines that learn their progress from an API rather than a file."""
+        ...
 
 
 class Scanner:
@@ -219,38 +273,53 @@ class Scanner:
     implemented: ClassVar[bool] = False
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
     version_pattern: ClassVar[str] = r"(\d+(?:\.\d+)+)"
+    # The target kinds (``targetType`` values) the engine accepts; the API accepts their union.
     target_types: ClassVar[frozenset[str]] = frozenset()
+    # True: the engine connects to the target, so it must be given only vetted addresses.
+    # False: it works on the name or an artifact (OSINT domains, trivy paths) and is vetted by name.
+    connects_to_target: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = ()
     default_timeout: ClassVar[int] = 3600
 
-    def __init__(self, name: str, title: str, binary: str, executable: str | None = None) -> None:
+    def __init__(self, name: str, title: str, binary: str, executable: str | None = None,
+                 data_dir: Path | None = None) -> None:
         self.name = name
         self.title = title
         self.binary = binary
         self._executable = executable
+        self.data_dir = data_dir
         self._availability: Availability | None = None
 
     # -- availability -------------------------------------------------------------------------
     def executable(self) -> str | None:
         return self._executable or shutil.which(self.binary)
 
+    def data_status(self) -> list[DataStatus]:
+        """The offline data this engine reads, with version and age (``GET /engines``)."""
+        return []
+
     def probe(self, refresh: bool = False) -> Availability:
-        """Find the scanner and read its version; cached, since scanners do not move while we run."""
-        if self._availability is not None and not refresh:
-            return self._availability
-        path = self.executable()
-        missing: list[str] = []
-        version = None
-        if path is None:
-            missing.append(f"{self.binary} not found on PATH")
-        else:
-            version = self._read_version(path)
-            if version is None:
-                missing.append(f"{path} did not report a version")
-        if not self.implemented:
-            missing.append("no adapter for this scanner in this release")
-        self._availability = Availability(path is not None, version, path, tuple(missing))
-        return self._availability
+        """Find the scanner, read its version and check its offline data. The binary part is cached
+        (scanners do not move while we run); data is looked at each time, since an import may
+        have just swapped it in."""
+        if self._availability is None or refresh:
+            path = self.executable()
+            missing: list[str] = []
+            version = None
+            if path is None:
+                missing.append(f"{self.binary} not found on PATH")
+            else:
+                version = self._read_version(path)
+                if version is None:
+                    missing.append(f"{path} did not report a version")
+            if not self.implemented:
+                missing.append("no adapter for this scanner in this release")
+            self._availability = Availability(path is not None, version, path, tuple(missing))
+        found = self._availability
+        data_missing = tuple(f"{d.name}: {d.missing}" for d in self.data_status() if d.required and d.missing)
+        if data_missing:
+            return Availability(found.installed, found.version, found.path, found.missing + data_missing)
+        return found
 
     def _read_version(self, path: str) -> str | None:
         try:
@@ -262,18 +331,21 @@ class Scanner:
         return match.group(1) if match else None
 
 
-
 class Engine(Scanner, abc.ABC):
-    """Base class of every scanner adapter: subclasses set the class attributes and implement
-    :meth:`build_argv`, :meth:`parse` and :meth:`outcome`."""
+    """Base class of every scanner adapter. A subclass in its own module of the ``engines`` package
+    is found by the registry; it sets the class attributes and implements :meth:`parse`,
+    :meth:`outcome` and either :meth:`build_argv` (a scanner run as one process) or :meth:`run`
+    (a scanner driven through a daemon's API)."""
 
     implemented = True
     name: ClassVar[str]  # type: ignore[misc]
     title: ClassVar[str]  # type: ignore[misc]
     binary: ClassVar[str]  # type: ignore[misc]
+    stop_grace: ClassVar[float] = 0.0  # seconds :meth:`stop` gives the scanner to write partial results
 
-    def __init__(self, executable: str | None = None) -> None:
+    def __init__(self, executable: str | None = None, data_dir: Path | None = None) -> None:
         self._executable = executable
+        self.data_dir = data_dir
         self._availability = None
 
     # -- validation ---------------------------------------------------------------------------
@@ -286,14 +358,34 @@ class Engine(Scanner, abc.ABC):
     def check(self, options: dict[str, Any]) -> None:
         """Cross-option and environment rules (privileges, exclusive options)."""
 
+    def infer_target_type(self, target: str) -> str | None:
+        """The ``targetType`` of a target submitted without one, when the engine knows better than
+        the generic inference (a trivy image reference, a path)."""
+        return None
+
     def option_schema(self) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False,
                 "properties": {o.name: o.json_schema() for o in self.options}}
 
     # -- running ------------------------------------------------------------------------------
-    @abc.abstractmethod
+    def run(self, spec: ScanSpec, control: RunControl) -> RunResult:
+        """Run the scan. The default runs :meth:`build_argv` as one supervised process, with
+        :meth:`stop` as its graceful stop when the engine defines one."""
+        graceful = self.stop if type(self).stop is not Engine.stop else None
+        return control.execute(self.build_argv(spec), graceful_stop=graceful, stop_grace=self.stop_grace,
+                               stdin=self.stdin(spec))
+
     def build_argv(self, spec: ScanSpec) -> list[str]:
         """The scanner's argv: built from validated options only, never from client text."""
+        raise TypeError(f"{type(self).__name__} must define build_argv() or override run()")
+
+    def stdin(self, spec: ScanSpec) -> bytes | None:
+        """Bytes for the scanner's stdin; None closes it. A pipe stays open for :meth:`stop`."""
+        return None
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Engine-native graceful stop (a signal or a keystroke that makes the scanner write what
+        it has); the runner kills the process group after :attr:`stop_grace` seconds anyway."""
 
     def progress(self, spec: ScanSpec) -> int | None:
         """Percent complete read from the scanner's output so far, if it reports any."""

@@ -1,5 +1,11 @@
-"""Runs one scanner process: argv only, its own process group, a scrubbed environment, capped
-output, a deadline and a stop flag. Knows nothing of scans or the database."""
+"""Runs scanner processes: argv only, each in its own process group, a scrubbed environment, capped
+output, a deadline and a stop flag. Knows nothing of scans or the database.
+
+:class:`ProcessControl` is what an engine's ``run()`` is lent (the :class:`engines.base.RunControl`
+protocol): the default ``run()`` executes one argv; engines driven through a daemon's API spawn the
+daemon and poll the stop flag themselves. Every process started here gets ``PR_SET_PDEATHSIG``, so
+a worker killed with SIGKILL takes its scanners with it.
+"""
 from __future__ import annotations
 
 import os
@@ -7,27 +13,43 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+import ctypes
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Mapping
+
+from engines.base import RunResult
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL_SECONDS = 0.2
 
 
-@dataclass
-class RunResult:
-    returncode: int | None
-    stopped: bool  # the stop flag was raised (cancel or shutdown)
-    timed_out: bool
-    stderr_tail: str
-    duration: float
-
-
-def scrubbed_env(workdir: Path) -> dict[str, str]:
+def scrubbed_env(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """No proxy variables, no inherited secrets: scanners see only what they need."""
-    return {"HOME": str(workdir), "TERM": "dumb", "PATH": SAFE_PATH, "LANG": "C.UTF-8",
-            "TMPDIR": str(workdir)}
+    env = {"HOME": str(workdir), "TERM": "dumb", "PATH": SAFE_PATH, "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
+    env.update(extra or {})
+    return env
+
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - no libc symbols (not Linux)
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the thread that started us goes away."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def start_process(argv: list[str], workdir: Path, env: Mapping[str, str] | None = None,
+                  stdin: int | None = subprocess.DEVNULL, stdout: int | IO[bytes] = subprocess.PIPE,
+                  stderr: int | IO[bytes] = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """A scanner process leading a new session (its own process group), never through a shell."""
+    return subprocess.Popen(argv, cwd=workdir, env=scrubbed_env(workdir, env), stdin=stdin, stdout=stdout,
+                            stderr=stderr, start_new_session=True, close_fds=True,
+                            preexec_fn=_die_with_parent)
 
 
 def _drain(stream: IO[bytes], path: Path, cap: int) -> None:
@@ -84,15 +106,24 @@ def group_alive(pgid: int) -> bool:
 
 def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Callable[[], bool],
                 on_tick: Callable[[], None], on_start: Callable[[int], None], kill_grace: float = 3.0,
-                output_cap: int = 1 << 20, tick_seconds: float = 1.0) -> RunResult:
-    """Run ``argv`` in ``workdir`` until it exits, ``timeout`` passes or ``should_stop()``."""
+                output_cap: int = 1 << 20, tick_seconds: float = 1.0, stdin: bytes | None = None,
+                graceful_stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                stop_grace: float = 0.0, env: Mapping[str, str] | None = None,
+                log_prefix: str = "") -> RunResult:
+    """Run ``argv`` in ``workdir`` until it exits, ``timeout`` passes or ``should_stop()``.
+
+    ``stdin``: None gives the process /dev/null; bytes are written to a pipe that stays open (an
+    engine's ``graceful_stop`` may write to it). On a stop, ``graceful_stop(proc)`` runs first and
+    the process gets ``stop_grace`` seconds to exit before its group is killed."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=workdir, env=scrubbed_env(workdir), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                            close_fds=True)
+    proc = start_process(argv, workdir, env, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE)
+    if stdin and proc.stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
     pgid = proc.pid  # start_new_session: the child leads a new group with its own pid
     on_start(pgid)
-    drains = [threading.Thread(target=_drain, args=(stream, workdir / name, output_cap), daemon=True)
+    drains = [threading.Thread(target=_drain, args=(stream, workdir / f"{log_prefix}{name}", output_cap),
+                               daemon=True)
               for stream, name in ((proc.stdout, "stdout.log"), (proc.stderr, "stderr.log"))]
     for thread in drains:
         thread.start()
@@ -106,6 +137,8 @@ def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Cal
             elif now - started > timeout:
                 timed_out = True
             if stopped or timed_out:
+                if graceful_stop is not None:
+                    _stop_gracefully(proc, graceful_stop, stop_grace)
                 kill_group(pgid, kill_grace, proc)
                 break
             if now >= next_tick:
@@ -116,10 +149,79 @@ def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Cal
         # Leftover children (a scanner's helpers) go with the leader, whatever happened.
         kill_group(pgid, 0.5, proc)
         proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
         for thread in drains:
             thread.join(5)
-    return RunResult(proc.returncode, stopped, timed_out, _tail(workdir / "stderr.log"),
+    return RunResult(proc.returncode, stopped, timed_out, _tail(workdir / f"{log_prefix}stderr.log"),
                      time.monotonic() - started)
+
+
+def _stop_gracefully(proc: subprocess.Popen[bytes], graceful_stop: Callable[[subprocess.Popen[bytes]], None],
+                     grace: float) -> None:
+    try:
+        graceful_stop(proc)
+    except (OSError, ValueError):
+        return  # the process went away or closed its stdin: the kill below finishes it
+    deadline = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+class ProcessControl:
+    """The :class:`engines.base.RunControl` of one scan run."""
+
+    def __init__(self, workdir: Path, timeout: float, should_stop: Callable[[], bool],
+                 on_tick: Callable[[], None], on_start: Callable[[int], None],
+                 on_progress: Callable[[int], None], kill_grace: float = 3.0, output_cap: int = 1 << 20,
+                 tick_seconds: float = 1.0) -> None:
+        self.workdir = workdir
+        self._deadline = time.monotonic() + timeout
+        self._should_stop = should_stop
+        self._on_tick = on_tick
+        self._on_start = on_start
+        self._on_progress = on_progress
+        self._kill_grace = kill_grace
+        self._output_cap = output_cap
+        self._tick_seconds = tick_seconds
+        self._spawned: list[subprocess.Popen[bytes]] = []
+        self._next_tick = time.monotonic() + tick_seconds
+
+    def execute(self, argv: list[str], *, stdin: bytes | None = None,
+                graceful_stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                stop_grace: float = 0.0, env: Mapping[str, str] | None = None) -> RunResult:
+        return run_process(argv, self.workdir, max(0.0, self.seconds_left()), self._should_stop, self._on_tick,
+                           self._on_start, self._kill_grace, self._output_cap, self._tick_seconds, stdin,
+                           graceful_stop, stop_grace, env)
+
+    def spawn(self, argv: list[str], *, env: Mapping[str, str] | None = None,
+              log_name: str = "daemon") -> subprocess.Popen[bytes]:
+        with open(self.workdir / f"{log_name}.log", "ab") as log:
+            proc = start_process(argv, self.workdir, env, stdout=log, stderr=subprocess.STDOUT)
+        self._spawned.append(proc)
+        self._on_start(proc.pid)
+        return proc
+
+    def should_stop(self) -> bool:
+        """Also the heartbeat of engines that poll an API instead of waiting on a process."""
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + self._tick_seconds
+            self._on_tick()
+        return self._should_stop()
+
+    def seconds_left(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def report_progress(self, percent: int) -> None:
+        self._on_progress(max(0, min(100, int(percent))))
+
+    def close(self) -> None:
+        """End every daemon this run spawned, whole process groups."""
+        for proc in self._spawned:
+            kill_group(proc.pid, self._kill_grace, proc)
+            proc.wait()
+        self._spawned.clear()
 
 
 def _tail(path: Path, size: int = 4096) -> str:

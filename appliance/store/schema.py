@@ -128,4 +128,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX findings_scan_order ON findings (scan_id, severity_rank, seq);
     """,
+    # 2: the scan core: leases, routing to zones, the scan event outbox, remote workers
+    """
+    ALTER TABLE scans ADD COLUMN lease_id TEXT;
+    ALTER TABLE scans ADD COLUMN lease_owner TEXT;
+    ALTER TABLE scans ADD COLUMN lease_expires_at REAL;
+    ALTER TABLE scans ADD COLUMN zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE scans ADD COLUMN vetted TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX scans_tenant_running ON scans (tenant_id) WHERE status = 'running';
+
+    CREATE TABLE scan_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        scan_id TEXT NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+        tenant_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX scan_events_scan ON scan_events (scan_id, id);
+
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE,
+        zones TEXT NOT NULL DEFAULT '[]',
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_seen_at REAL,
+        version TEXT,
+        engines TEXT NOT NULL DEFAULT '[]',
+        running INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
