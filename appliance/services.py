@@ -15,6 +15,7 @@ from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
 from appliance.targets import Policy
 from appliance.usage import CallLog
+from appliance.webhooks.service import EventServices
 from engines import build_registry
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class Services:
         self.worker = ScanWorker(self)
         self.queue = ScanQueue(make_huey(config), self.worker.execute)
         self.reconciler = Reconciler(self)
+        self.events = EventServices(self)  # webhooks, callbacks, quota, retention
         self._policies: dict[str, Policy] = {}
         self._epoch: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -77,6 +79,7 @@ class Services:
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
         self.config.scans_dir.mkdir(mode=0o700, exist_ok=True)
+        await self.events.start()
         await self.reconciler.run_once(startup=True)
         self.queue.start(self.config["queue.workers"], self.config["queue.max_delay_seconds"])
         self._tasks = [asyncio.create_task(self._every(0.5, self._check_epoch), name="epoch"),
@@ -90,6 +93,7 @@ class Services:
         self.worker.stopping.set()
         timeout = self.config["scans.kill_grace_seconds"] + 10
         await asyncio.to_thread(self.queue.stop, timeout)
+        await self.events.stop()
         await self.writer.stop()
         self.reader.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from functools import lru_cache
-from typing import Iterable
+from typing import Callable, Iterable
 
 from starlette.requests import Request
 
@@ -66,6 +66,7 @@ class Authenticator:
         self._failed_limit = {"minute": failed_per_minute}
         self._cache: dict[str, KeyGrant] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
+        self.on_lockout: Callable[[str], None] | None = None  # an address just reached the failed-auth limit
 
     def invalidate(self) -> None:
         """Forget every cached key: a key changed somewhere (API, CLI process)."""
@@ -86,6 +87,9 @@ class Authenticator:
         grant = self._lookup(raw) if looks_like_key(raw) else None
         if grant is None:
             self._limiter.hit(ip_subject, self._failed_limit)
+            if self.on_lockout is not None and not self._limiter.hit(ip_subject, self._failed_limit,
+                                                                     count=False).allowed:
+                self.on_lockout(ip)  # once per window: the next request is refused before reaching here
             raise ApiError(401, "INVALID_API_KEY", "invalid API key")
         now = time.time()
         status = apikeys.effective_status(grant, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -12,10 +13,14 @@ from starlette.routing import Route
 from appliance import clock
 from appliance.api.context import authorize
 from appliance.api.envelope import ok, paged, read_json
+from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning import model
+from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
 from engines.base import SEVERITIES
+
+if TYPE_CHECKING:
+    from appliance.services import Services
 
 _NOT_FOUND = ApiError(404, "SCAN_NOT_FOUND", "scan not found")
 
@@ -35,17 +40,26 @@ def _scan_row(request: Request, tenant_id: str):
     return row
 
 
-async def create_scan(request: Request) -> JSONResponse:
-    services, grant = authorize(request, "scans:create")
-    row, target = parse_scan(await read_json(request), grant, services.engines)
+async def submit_scan(services: "Services", grant: KeyGrant, data: Any, template_id: str | None = None
+                      ) -> dict[str, Any]:
+    """The one submission path, for ``POST /scans`` and template launches: validation, target
+    authorization, callback egress and quota, the queued row, the queue task. Returns the scan JSON."""
+    row, target = parse_scan(data, grant, services.engines)
     problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target)
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
-    await services.writer.write(model.insert_op(row))
+    row["template_id"] = template_id
+    if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
+        raise services.events.quota_refused(grant.tenant_id)
     # Huey's SQLite storage blocks on its own lock: keep it off the event loop. A crash between the
     # two writes leaves a queued scan without a task, which the reconciler enqueues.
     await asyncio.to_thread(services.queue.enqueue, row["id"], row["priority"])
-    return ok(model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))), 201)
+    return model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],)))
+
+
+async def create_scan(request: Request) -> JSONResponse:
+    services, grant = authorize(request, "scans:create")
+    return ok(await submit_scan(services, grant, await read_json(request)), 201)
 
 
 def _filters(request: Request, tenant_id: str) -> tuple[str, list]:

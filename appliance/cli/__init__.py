@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from appliance import __version__
-from appliance.cli import keys, maintenance, setup, tenants
+from appliance.cli import audit, keys, maintenance, setup, tenant_events, tenants
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -24,8 +24,10 @@ def cli() -> None:
 
 
 for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,
-                maintenance.backup, maintenance.check):
+                maintenance.backup, maintenance.check, audit.audit):
     cli.add_command(command)
+tenants.tenants.add_command(tenant_events.callback_secret)
+tenants.tenants.add_command(tenant_events.set_quota)
 
 
 def main() -> None:

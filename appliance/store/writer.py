@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import aiosqlite
 
+from appliance.store import functions
 from appliance.store.ops import Op
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Writer:
         for pragma in (f"busy_timeout = {self._busy_timeout_ms}", "journal_mode = WAL",
                        "synchronous = NORMAL", "foreign_keys = ON"):
             await self._conn.execute(f"PRAGMA {pragma}")
+        for name, arity, fn in functions.FUNCTIONS:
+            await self._conn.create_function(name, arity, fn, deterministic=True)
         self._tasks = [asyncio.create_task(self._run(), name="writer"),
                        asyncio.create_task(self._flush_periodically(), name="writer-flush")]
 
