@@ -22,8 +22,7 @@ from appliance.store.ops import Op
 _INSERT = (
     "INSERT INTO audit_events (id, tenant_id, actor, action, resource_type, resource_id, details, created_at,"
     " prev_hash, hash)"
-    " SELECT h.id, :tenant, :actor, :action, :rtype, :rid, :details, :ts, h.prev,"
-    " cix_audit_hash(h.prev, h.id, :tenant, :actor, :action, :rtype, :rid, :details, :ts)"
+    " SELECT h.id, ?1, ?2, ?3, ?4, ?5, ?6, ?7, h.prev, cix_audit_hash(h.prev, h.id, ?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     " FROM (SELECT coalesce((SELECT max(id) FROM audit_events), 0) + 1 AS id,"
     f" coalesce((SELECT hash FROM audit_events ORDER BY id DESC LIMIT 1), '{GENESIS}') AS prev) AS h")
 _HEAD = ("UPDATE meta SET value = (SELECT id || ':' || hash FROM audit_events ORDER BY id DESC LIMIT 1)"
@@ -34,8 +33,7 @@ def audit_op(tenant_id: str | None, actor: str, action: str, resource_type: str,
              resource_id: str | None, details: dict[str, Any]) -> Op:
     """An audit event; ``actor`` is ``key:<id>`` for API calls, ``cli:<user>`` for the CLI and
     ``system`` for the appliance itself (e.g. a failed-authentication lockout)."""
-    params = {"tenant": tenant_id, "actor": actor, "action": action, "rtype": resource_type, "rid": resource_id,
-              "details": json.dumps(details, sort_keys=True), "ts": clock.now()}
+    params = (tenant_id, actor, action, resource_type, resource_id, json.dumps(details, sort_keys=True), clock.now())
     return Op([(_INSERT, params), _HEAD])
 
 

@@ -29,7 +29,7 @@ _COLUMNS = {"name": "name", "description": "description", "scan_type": "scanType
             "priority": "priority", "options": "options", "config": "config", "tags": "tags", "timeout": "timeout"}
 
 
-def _json_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def _json_fields(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     """The template's settings in request-body form (what a PATCH starts from)."""
     out: dict[str, Any] = {}
     for column, name in _COLUMNS.items():

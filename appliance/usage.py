@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from appliance import clock
 from appliance.errors import ApiError
@@ -17,7 +17,7 @@ _COLUMNS = ("tenant_id", "api_key_id", "method", "path", "status", "duration_ms"
 
 class CallLog:
     def __init__(self, cap: int = 100_000) -> None:
-        self._rows: list[tuple[Any, ...]] = []
+        self._rows: list[Sequence[Any]] = []
         self._cap = cap  # a stalled writer must not grow memory without bound
 
     def record(self, call: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@ by ``cix-appliance audit list`` only.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -17,7 +19,8 @@ from appliance.api.usage import time_filters
 
 async def list_audit(request: Request) -> JSONResponse:
     services, grant = authorize(request, "audit:read")
-    where, params = ["tenant_id = ?"], [grant.tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [grant.tenant_id]
     for name, column in (("action", "action"), ("actor", "actor"), ("resourceId", "resource_id")):
         if name in request.query_params:
             where.append(f"{column} = ?")

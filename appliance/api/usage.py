@@ -128,7 +128,8 @@ def time_filters(request: Request, where: list[str], params: list[Any], column: 
 
 async def calls(request: Request) -> JSONResponse:
     services, grant = authorize(request, "usage:read")
-    where, params = ["tenant_id = ?"], [grant.tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [grant.tenant_id]
     query = request.query_params
     if "apiKeyId" in query:
         where.append("api_key_id = ?")

@@ -29,6 +29,12 @@ def _reload(request: Request, webhook_id: str) -> sqlite3.Row:
     return row
 
 
+def _delivery(request: Request, delivery_id: str) -> sqlite3.Row:
+    row: sqlite3.Row = request.app.state.services.reader.one("SELECT * FROM webhook_deliveries WHERE id = ?",
+                                                             (delivery_id,))
+    return row
+
+
 async def create_webhook(request: Request) -> JSONResponse:
     services, grant = authorize(request, "webhooks:create")
     fields = store.parse_body(await read_json(request))
@@ -88,8 +94,7 @@ async def test_webhook(request: Request) -> JSONResponse:
                                    webhook_id=row["id"], due=False)
     await services.writer.write(Op([insert]))
     await services.events.deliveries.attempt_now(delivery_id, grant.tenant_id)
-    return ok(store.delivery_json(services.reader.one("SELECT * FROM webhook_deliveries WHERE id = ?",
-                                                      (delivery_id,))))
+    return ok(store.delivery_json(_delivery(request, delivery_id)))
 
 
 async def list_deliveries(request: Request) -> JSONResponse:
@@ -125,8 +130,7 @@ async def redeliver(request: Request) -> JSONResponse:
     if not changed:
         raise ApiError(409, "CONFLICT", "delivery is still pending; it will be retried")
     services.events.deliveries.wake()
-    return ok(store.delivery_json(services.reader.one("SELECT * FROM webhook_deliveries WHERE id = ?",
-                                                      (delivery_id,))), 202)
+    return ok(store.delivery_json(_delivery(request, delivery_id)), 202)
 
 
 routes = [

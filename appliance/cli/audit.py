@@ -34,7 +34,8 @@ def audit_list(data_dir: Path, config_file: Path | None, tenant: str | None, act
       cix-appliance audit list --action api_key.created --limit 20
       cix-appliance audit list --tenant default --since 2026-01-01 --json
     """
-    where, params = ["1 = 1"], []  # type: list[str], list[Any]
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     with database(load_config(data_dir, config_file)) as conn:
         if tenant:
             where.append("tenant_id = ?")

@@ -23,7 +23,7 @@ import httpx
 
 from appliance import clock
 from appliance.store import Reader, Writer
-from appliance.store.ops import Op
+from appliance.store.ops import Op, Statement
 from appliance.webhooks import signing
 from appliance.webhooks.egress import Destination, EgressError, EgressPolicy
 from appliance.webhooks.secretbox import SecretBox
@@ -254,5 +254,5 @@ class DeliveryEngine:
                   " WHERE id = ? AND status = 'pending' AND attempt = ?",
                   (status, attempt, result.status, result.excerpt, result.duration_ms, result.error, next_at,
                    now if result.ok else None, r["id"], r["attempt"]))
-        statements = [update] if hook_id is None else [update, hook]
+        statements: list[Statement] = [update] if hook_id is None else [update, hook]
         return [Op(statements, guarded=True)]

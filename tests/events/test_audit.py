@@ -123,7 +123,8 @@ async def test_audit_api_is_tenant_scoped_paged_and_filtered(data_dir, admin_key
         assert by_actor["pagination"]["total"] == 3
         assert (await client.get("/api/v1/audit?from=2999-01-01")).json()["pagination"]["total"] == 0
         assert (await client.get("/api/v1/audit?to=2999-01-01")).json()["pagination"]["total"] == 6
-        assert all(r["action"] != "config.changed" for r in (await client.get("/api/v1/audit?limit=100")).json()["data"])
+        everything = (await client.get("/api/v1/audit?limit=100")).json()["data"]
+        assert all(r["action"] != "config.changed" for r in everything)
         theirs = (await client.get("/api/v1/audit", headers={"X-API-Key": other["key"]})).json()
         assert {r["action"] for r in theirs["data"]} == {"tenant.created", "api_key.created"}
         scans_key = make_key(data_dir, "--name", "s")["key"]
@@ -135,7 +136,7 @@ def test_rows_written_before_the_chain_existed_are_chained_by_the_migration(tmp_
     db = tmp_path / "old.db"
     conn = connect(db)
     conn.execute("BEGIN")
-    for number, script in enumerate(MIGRATIONS[:2], start=1):
+    for script in MIGRATIONS[:2]:
         for statement in [s for s in script.split(";") if s.strip()]:
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 2")

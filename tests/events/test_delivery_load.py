@@ -93,7 +93,8 @@ async def test_racing_dispatchers_create_each_delivery_once(data_dir, admin_key,
             await asyncio.gather(*(dispatcher.run_once() for _ in range(4)))
             await await_for(lambda: len(receiver.received) >= 15, 10, 0.05, "15 deliveries")
             await asyncio.gather(*(dispatcher.run_once() for _ in range(4)))
-            rows = services(client).reader.all("SELECT event_id, count(*) AS n FROM webhook_deliveries GROUP BY event_id")
+            rows = services(client).reader.all(
+                "SELECT event_id, count(*) AS n FROM webhook_deliveries GROUP BY event_id")
             cursor = dispatcher.cursor()
             last_event = services(client).reader.scalar("SELECT max(id) FROM scan_events")
     assert len(rows) == 15 and all(r["n"] == 1 for r in rows)

@@ -2,6 +2,7 @@
 delivery id across a restart, health, redeliver, rotation, test events."""
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -78,7 +79,7 @@ async def test_unsubscribed_events_and_inactive_hooks_get_nothing(data_dir, admi
             await run_to(client, await new_scan(client), status)
         await await_for(lambda: receiver.received, 10, 0.05, "a delivery")
         await services(client).events.dispatcher.run_once()
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
         assert events_of(receiver) == ["scan.failed"]
         assert {r.path for r in receiver.received} == {"/hook"}
         failed = json.loads(receiver.received[0].body)["data"]["scan"]
