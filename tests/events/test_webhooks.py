@@ -219,3 +219,24 @@ async def test_crud_validation_scopes_and_tenancy(data_dir, admin_key, receiver)
 def run_cli_tenant(data_dir):
     from tests.conftest import run_cli
     run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
+
+
+async def test_secrets_are_encrypted_at_rest_with_the_data_dir_key(data_dir, admin_key, receiver):
+    key_file = data_dir / "webhook-secrets.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600  # made by init
+    key_file.unlink()  # an older data dir: the first start makes it
+    async with events_app(data_dir, admin_key, receiver) as client:
+        assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_bytes()) == 32
+        hook = await create_hook(client, receiver.url())
+        stored = services(client).reader.scalar("SELECT secret FROM webhooks WHERE id = ?", (hook["id"],))
+        services(client).writer.flush()
+        await services(client).writer.write()
+    assert stored.startswith("v1:") and hook["secret"] not in stored
+    raw = b"".join(p.read_bytes() for p in data_dir.glob("appliance.db*"))
+    assert hook["secret"].encode() not in raw and hook["secret"][6:].encode() not in raw
+    # The sealed secret is bound to its webhook: moved to another row it does not open.
+    from appliance.webhooks.secretbox import SecretBox
+    box = SecretBox.open(data_dir)
+    assert box.unseal(stored, hook["id"]) == hook["secret"]
+    with pytest.raises(Exception):
+        box.unseal(stored, "wh-other")
