@@ -240,3 +240,23 @@ async def test_secrets_are_encrypted_at_rest_with_the_data_dir_key(data_dir, adm
     assert box.unseal(stored, hook["id"]) == hook["secret"]
     with pytest.raises(Exception):
         box.unseal(stored, "wh-other")
+
+
+async def test_events_go_only_to_the_scans_tenant(data_dir, admin_key, receiver):
+    run_cli_tenant(data_dir)
+    other_key = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "webhooks:create",
+                         "--scope", "webhooks:read", "--scope", "webhooks:update")["key"]
+    async with events_app(data_dir, admin_key, receiver) as client:
+        theirs = (await client.post("/api/v1/webhooks", json={"name": "t", "url": receiver.url("/theirs")},
+                                    headers={"X-API-Key": other_key})).json()["data"]
+        ours = await create_hook(client, receiver.url("/ours"))
+        await run_to(client, await new_scan(client))
+        await await_for(lambda: receiver.received, 10, 0.05, "our delivery")
+        await services(client).events.dispatcher.run_once()
+        await asyncio.sleep(0.3)
+        assert [r.path for r in receiver.received] == ["/ours"]
+        delivery = (await client.get(f"/api/v1/webhooks/{ours['id']}/deliveries")).json()["data"][0]
+        # Another tenant cannot redeliver it through its own webhook.
+        response = await client.post(f"/api/v1/webhooks/{theirs['id']}/deliveries/{delivery['id']}/redeliver",
+                                     headers={"X-API-Key": other_key})
+        assert response.status_code == 404 and response.json()["code"] == "DELIVERY_NOT_FOUND"
