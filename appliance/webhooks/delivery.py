@@ -42,6 +42,7 @@ class Result:
     excerpt: str | None = None
     duration_ms: int | None = None
     error: str | None = None
+    final: bool = False  # no retry: there is nothing left to deliver to
 
 
 def client_context(ca_file: str = "") -> ssl.SSLContext:
@@ -79,6 +80,7 @@ class DeliveryEngine:
             verify=self._context, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(TIMEOUT),
             limits=httpx.Limits(max_connections=self._limit + 16, max_keepalive_connections=0))
         self._loop_task = asyncio.create_task(self._run(), name="webhook-deliveries")
+        self._wake.set()  # deliveries that came due while the appliance was down
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop sending; attempts still running after ``grace`` are abandoned and stay pending, to be
@@ -165,7 +167,7 @@ class DeliveryEngine:
         if row is None or row["status"] != "pending":
             return
         secrets, url, error = self._target(row)
-        result = Result(False, error=error)
+        result = Result(False, error=error, final=True)
         if error is None:
             try:
                 destination = await asyncio.to_thread(self.egress.vet, url)
@@ -243,7 +245,7 @@ class DeliveryEngine:
             hook = ("UPDATE webhooks SET consecutive_failures = 0 WHERE id = ?", (hook_id,))
         else:
             in_round = attempt - r["round_start"]
-            if in_round <= r["retries"]:
+            if in_round <= r["retries"] and not result.final:
                 delay = self.schedule[min(in_round, len(self.schedule)) - 1]
                 status, next_at = "pending", now + delay * random.uniform(1 - JITTER, 1 + JITTER)
             else:
@@ -254,5 +256,5 @@ class DeliveryEngine:
                   " WHERE id = ? AND status = 'pending' AND attempt = ?",
                   (status, attempt, result.status, result.excerpt, result.duration_ms, result.error, next_at,
                    now if result.ok else None, r["id"], r["attempt"]))
-        statements: list[Statement] = [update] if hook_id is None else [update, hook]
+        statements: list[Statement] = [update] if hook_id is None or result.final else [update, hook]
         return [Op(statements, guarded=True)]

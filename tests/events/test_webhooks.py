@@ -260,3 +260,20 @@ async def test_events_go_only_to_the_scans_tenant(data_dir, admin_key, receiver)
         response = await client.post(f"/api/v1/webhooks/{theirs['id']}/deliveries/{delivery['id']}/redeliver",
                                      headers={"X-API-Key": other_key})
         assert response.status_code == 404 and response.json()["code"] == "DELIVERY_NOT_FOUND"
+
+
+async def test_pending_deliveries_of_a_deactivated_webhook_are_not_sent(data_dir, admin_key, receiver):
+    receiver.respond = lambda item: (500, {})
+    async with events_app(data_dir, admin_key, receiver, webhooks__retry_schedule=[1]) as client:
+        hook = await create_hook(client, receiver.url())
+        await run_to(client, await new_scan(client))
+        await await_for(lambda: receiver.received, 10, 0.05, "the first attempt")
+        await client.patch(f"/api/v1/webhooks/{hook['id']}", json={"isActive": False})
+
+        async def ended():
+            data = (await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries")).json()["data"]
+            return data[0] if data[0]["status"] == "failed" else None
+        delivery = await await_for(ended, 10, 0.1, "the delivery to end")
+        assert delivery["error"] == "the webhook is not active" and delivery["attempt"] == 2
+        assert len(receiver.received) == 1
+        assert (await client.get(f"/api/v1/webhooks/{hook['id']}")).json()["data"]["consecutiveFailures"] == 1
