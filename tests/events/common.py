@@ -17,15 +17,26 @@ from tests.conftest import serve_in_process
 from tests.events.receiver import Receiver
 
 
+def scan_body(port: int, **extra: Any) -> dict[str, Any]:
+    """A ``POST /scans`` body that could only ever scan ``port`` on 127.0.0.1 (a server the test runs)."""
+    return {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": str(port)}, **extra}
+
+
 @contextlib.asynccontextmanager
-async def events_app(data_dir: Path, key: str, receiver: Receiver | None, **overrides: Any
-                     ) -> AsyncIterator[httpx.AsyncClient]:
+async def events_app(data_dir: Path, key: str, receiver: Receiver | None, hold_scans: bool = True,
+                     **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app set up for a loopback receiver. ``hold_scans``: submitted scans stay queued (no queue
+    task, no periodic reconciler), so that tests drive their transitions by hand."""
     settings: dict[str, Any] = {"webhooks__allowed_networks": ["127.0.0.0/8"], "webhooks__retry_schedule": [1, 1, 2]}
+    if hold_scans:
+        settings["scans__reconcile_interval_seconds"] = 3600
     if receiver is not None:
         settings["webhooks__ca_file"] = str(receiver.ca_file)
     settings.update(overrides)
     async with serve_in_process(data_dir, **settings) as client:
         client.headers["X-API-Key"] = key
+        if hold_scans:
+            services(client).queue.enqueue = lambda *args, **kwargs: None
         yield client
 
 

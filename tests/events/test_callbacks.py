@@ -6,18 +6,17 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.events.common import events_app, events_of, expected_signature, new_scan, run_to, services
+from tests.events.common import events_app, events_of, expected_signature, new_scan, run_to, scan_body, services
 from tests.events.receiver import Receiver
 from tests.helpers import await_for
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_final_event_reaches_the_callback_signed_with_the_tenant_secret(data_dir, admin_key, tmp_path):
+async def test_final_event_reaches_the_callback_signed_with_the_tenant_secret(data_dir, admin_key, tmp_path, own_port):
     with Receiver(tmp_path / "rx") as receiver:
         async with events_app(data_dir, admin_key, receiver) as client:
-            accepted = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1",
-                                                                "callbackUrl": receiver.url("/cb")})
+            accepted = await client.post("/api/v1/scans", json=scan_body(own_port, callbackUrl=receiver.url("/cb")))
             assert accepted.status_code == 201 and accepted.json()["data"]["callbackUrl"] == receiver.url("/cb")
             scan_id = await new_scan(client, callback_url=receiver.url("/cb"))
             await run_to(client, scan_id, "completed")

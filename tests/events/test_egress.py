@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from appliance.webhooks.egress import EgressError, EgressPolicy
-from tests.events.common import events_app, new_scan, run_to, services
+from tests.events.common import events_app, new_scan, run_to, scan_body, services
 from tests.events.receiver import NAME, Receiver
 from tests.helpers import await_for
 
@@ -62,7 +62,7 @@ def test_every_address_a_name_resolves_to_must_pass():
                                                                   True)
 
 
-async def test_creation_refuses_ssrf_targets_naming_url(data_dir, admin_key, receiver):
+async def test_creation_refuses_ssrf_targets_naming_url(data_dir, admin_key, receiver, own_port):
     async with events_app(data_dir, admin_key, receiver, webhooks__allowed_networks=[]) as client:
         for url in (receiver.url(), "https://169.254.169.254/latest/meta-data/", f"https://localhost:{receiver.port}/h",
                     "http://203.0.113.10/h"):
@@ -70,8 +70,7 @@ async def test_creation_refuses_ssrf_targets_naming_url(data_dir, admin_key, rec
             assert response.status_code == 400, url
             assert response.json()["code"] == "VALIDATION_ERROR"
             assert response.json()["details"][0]["field"] == "url", url
-        scan = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1",
-                                                        "callbackUrl": receiver.url("/cb")})
+        scan = await client.post("/api/v1/scans", json=scan_body(own_port, callbackUrl=receiver.url("/cb")))
         assert scan.status_code == 400 and scan.json()["details"][0]["field"] == "callbackUrl"
         assert (await client.get("/api/v1/webhooks")).json()["pagination"]["total"] == 0
         assert (await client.get("/api/v1/scans")).json()["pagination"]["total"] == 0

@@ -7,12 +7,19 @@ import re
 import pytest
 
 from tests.conftest import make_key, run_cli
+from tests.events.common import events_app
 
 pytestmark = pytest.mark.anyio
 T = "/api/v1/scan-templates"
 
 
-async def test_template_crud_and_validation(client, data_dir):
+@pytest.fixture
+async def client(data_dir, admin_key):
+    async with events_app(data_dir, admin_key, None) as c:
+        yield c
+
+
+async def test_template_crud_and_validation(client, data_dir, own_port):
     bad = [({"scanType": "nmap"}, 400, "VALIDATION_ERROR", "name"),
            ({"name": "x" * 256, "scanType": "nmap"}, 400, "VALIDATION_ERROR", "name"),
            ({"name": "x"}, 400, "VALIDATION_ERROR", "scanType"),
@@ -30,19 +37,20 @@ async def test_template_crud_and_validation(client, data_dir):
         assert (response.status_code, response.json()["code"]) == (status, code), (body, response.json())
         assert response.json()["details"][0]["field"] == field, body
     created = await client.post(T, json={"name": "weekly", "description": "d", "scanType": "nmap",
-                                         "priority": "high", "options": {"ports": "80,443"}, "tags": ["ci"],
+                                         "priority": "high", "options": {"ports": f"{own_port}"}, "tags": ["ci"],
                                          "timeout": 600, "config": {"maxFindings": 10}})
     assert created.status_code == 201, created.text
     tmpl = created.json()["data"]
     assert re.fullmatch(r"tmpl-[0-9a-f-]{36}", tmpl["id"])
     assert (tmpl["name"], tmpl["scanType"], tmpl["priority"], tmpl["options"], tmpl["tags"], tmpl["timeout"],
-            tmpl["config"]) == ("weekly", "nmap", "high", {"ports": "80,443"}, ["ci"], 600, {"maxFindings": 10})
+            tmpl["config"]) == ("weekly", "nmap", "high", {"ports": f"{own_port}"}, ["ci"], 600, {"maxFindings": 10})
     assert (await client.get(f"{T}/{tmpl['id']}")).json()["data"] == tmpl
     assert (await client.get(T)).json()["pagination"]["total"] == 1
     bad_patch = await client.patch(f"{T}/{tmpl['id']}", json={"options": {"timing": "T9"}})
     assert bad_patch.status_code == 400 and bad_patch.json()["code"] == "INVALID_OPTIONS"
-    patched = (await client.patch(f"{T}/{tmpl['id']}", json={"name": "nightly", "options": {"ports": "22"}})).json()
-    assert patched["data"]["name"] == "nightly" and patched["data"]["options"] == {"ports": "22"}
+    patched = (await client.patch(f"{T}/{tmpl['id']}",
+                                  json={"name": "nightly", "options": {"ports": f"{own_port}"}})).json()
+    assert patched["data"]["name"] == "nightly" and patched["data"]["options"] == {"ports": f"{own_port}"}
     assert patched["data"]["priority"] == "high"
     run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
     other = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "templates:read",
@@ -67,19 +75,20 @@ async def test_template_crud_and_validation(client, data_dir):
         assert action in audit
 
 
-async def test_launch_merges_overrides_and_checks_like_post_scans(client, data_dir):
+async def test_launch_merges_overrides_and_checks_like_post_scans(client, data_dir, own_port):
+    port = str(own_port)
     tmpl = (await client.post(T, json={"name": "web", "scanType": "nmap", "priority": "low", "tags": ["t"],
-                                       "options": {"ports": "80", "timing": "T3"}, "timeout": 900})).json()["data"]
+                                       "options": {"ports": port, "timing": "T3"}, "timeout": 900})).json()["data"]
     launched = await client.post(f"{T}/{tmpl['id']}/launch", json={
         "target": "127.0.0.1", "options": {"timing": "T4", "serviceDetection": False}, "name": "adhoc",
         "priority": "critical"})
     assert launched.status_code == 201, launched.text
     scan = launched.json()["data"]
     assert scan["templateId"] == tmpl["id"] and scan["status"] == "queued"
-    assert scan["options"] == {"ports": "80", "timing": "T4", "serviceDetection": False}
+    assert scan["options"] == {"ports": port, "timing": "T4", "serviceDetection": False}
     assert (scan["name"], scan["priority"], scan["tags"], scan["timeout"]) == ("adhoc", "critical", ["t"], 900)
     plain = (await client.post(f"{T}/{tmpl['id']}/launch", json={"target": "127.0.0.1"})).json()["data"]
-    assert (plain["name"], plain["priority"], plain["options"]) == ("web", "low", {"ports": "80", "timing": "T3"})
+    assert (plain["name"], plain["priority"], plain["options"]) == ("web", "low", {"ports": port, "timing": "T3"})
     refusals = [({"target": "127.0.0.1", "options": {"topPorts": 10}}, 400, "INVALID_OPTIONS"),  # merged: both
                 ({"target": "127.0.0.1", "options": {"ports": "1;id"}}, 400, "INVALID_OPTIONS"),
                 ({"target": "10.1.2.3"}, 403, "TARGET_NOT_ALLOWED"),

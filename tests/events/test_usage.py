@@ -12,7 +12,7 @@ from appliance import clock
 from appliance.scanning import lifecycle
 from appliance.store.ops import Op
 from tests.conftest import make_key, run_cli
-from tests.events.common import events_app, services, tenant_id
+from tests.events.common import events_app, scan_body, services, tenant_id
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +47,7 @@ async def finish(client, scan_id: str, status: str, seconds: float | None, findi
                             (seconds, scan_id))]))
 
 
-async def test_usage_figures_match_a_known_sequence(data_dir, admin_key):
+async def test_usage_figures_match_a_known_sequence(data_dir, admin_key, own_port):
     run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
     second = make_key(data_dir, "--name", "second", "--scope", "scans:list")
     outsider = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "scans:list")["key"]
@@ -58,8 +58,8 @@ async def test_usage_figures_match_a_known_sequence(data_dir, admin_key):
             assert (await client.get("/api/v1/scans")).status_code == 200
         for _ in range(2):
             assert (await client.get("/api/v1/scans/not-a-scan")).status_code == 404
-        first = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
-        other = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
+        first = await client.post("/api/v1/scans", json=scan_body(own_port))
+        other = await client.post("/api/v1/scans", json=scan_body(own_port))
         assert first.status_code == other.status_code == 201
         assert (await client.post("/api/v1/scans", json={"scanType": "nmap"})).status_code == 400
         assert (await client.get("/api/v1/scans", headers={"X-API-Key": second["key"]})).status_code == 200
@@ -153,32 +153,33 @@ async def test_history_buckets_and_call_log_filters(data_dir, admin_key):
         assert denied.status_code == 403 and "usage:read" in denied.json()["error"]
 
 
-async def test_monthly_quota(data_dir, admin_key):
+async def test_monthly_quota(data_dir, admin_key, own_port):
     run_cli("tenants", "set-quota", "default", "2", "--data-dir", str(data_dir))
     async with events_app(data_dir, admin_key, None) as client:
         await scan_row(client, "nmap", time.time() - 40 * 86400)  # last month's scans do not count
         for _ in range(2):
-            assert (await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
+            assert (await client.post("/api/v1/scans", json=scan_body(own_port))
                     ).status_code == 201
-        refused = await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
+        refused = await client.post("/api/v1/scans", json=scan_body(own_port))
         assert refused.status_code == 429 and refused.json()["code"] == "QUOTA_EXCEEDED"
         now = datetime.now(timezone.utc)
         resets = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
         assert abs(int(refused.headers["Retry-After"]) - math.ceil(resets - time.time())) <= 2
         tmpl = (await client.post("/api/v1/scan-templates", json={"name": "t", "scanType": "nmap"})).json()["data"]
-        launch = await client.post(f"/api/v1/scan-templates/{tmpl['id']}/launch", json={"target": "127.0.0.1"})
+        launch = await client.post(f"/api/v1/scan-templates/{tmpl['id']}/launch",
+                                   json={"target": "127.0.0.1", "options": {"ports": str(own_port)}})
         assert launch.status_code == 429 and launch.json()["code"] == "QUOTA_EXCEEDED"
         # Failed submissions never count.
         assert (await client.post("/api/v1/scans", json={"scanType": "nmap"})).status_code == 400
         # The race: two submissions past the pre-check cannot both take the last scan.
         run_cli("tenants", "set-quota", "default", "3", "--data-dir", str(data_dir))
         import asyncio
-        results = await asyncio.gather(*(client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
+        results = await asyncio.gather(*(client.post("/api/v1/scans", json=scan_body(own_port))
                                          for _ in range(4)))
         assert sorted(r.status_code for r in results) == [201, 429, 429, 429]
         assert (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]["used"] == 3
         run_cli("tenants", "set-quota", "default", "--default", "--data-dir", str(data_dir))
-        assert (await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"})
+        assert (await client.post("/api/v1/scans", json=scan_body(own_port))
                 ).status_code == 201
         quota = (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]
         assert quota["limit"] is None and quota["remaining"] is None and quota["used"] == 4
