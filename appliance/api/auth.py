@@ -68,6 +68,15 @@ class Authenticator:
         self._last_used: dict[str, tuple[float, str]] = {}
         self.on_lockout: Callable[[str], None] | None = None  # an address just reached the failed-auth limit
 
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        return self._proxies
+
+    @property
+    def failed_limit(self) -> dict[str, int]:
+        """Failed authentications allowed per source IP and window (worker tokens share it)."""
+        return self._failed_limit
+
     def invalidate(self) -> None:
         """Forget every cached key: a key changed somewhere (API, CLI process)."""
         self._cache.clear()

@@ -43,18 +43,20 @@ def _scan_row(request: Request, tenant_id: str):
 async def submit_scan(services: "Services", grant: KeyGrant, data: Any, template_id: str | None = None
                       ) -> dict[str, Any]:
     """The one submission path, for ``POST /scans`` and template launches: validation, target
-    authorization, callback egress and quota, the queued row, the queue task. Returns the scan JSON."""
-    row, target = parse_scan(data, grant, services.engines)
-    problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target)
+    authorization and routing, callback egress and quota, the queued row, the queue task."""
+    row, target = parse_scan(data, grant, services.engines, services.config["scans.max_timeout_seconds"])
+    problem, addresses = await asyncio.to_thread(services.dispatcher.vet, grant.tenant_id, target, row["scan_type"])
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
+    row["zone"] = services.dispatcher.route(target, addresses)
     row["template_id"] = template_id
     if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
         raise services.events.quota_refused(grant.tenant_id)
-    # Huey's SQLite storage blocks on its own lock: keep it off the event loop. A crash between the
-    # two writes leaves a queued scan without a task, which the reconciler enqueues.
-    await asyncio.to_thread(services.queue.enqueue, row["id"], row["priority"])
-    return model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],)))
+    stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
+    # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
+    # between the two writes leaves a queued scan without a task, which the reconciler enqueues.
+    await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
+    return model.scan_json(stored)
 
 
 async def create_scan(request: Request) -> JSONResponse:
@@ -67,8 +69,8 @@ def _filters(request: Request, tenant_id: str) -> tuple[str, list]:
     query = request.query_params
     for name, column in (("scanType", "scan_type"), ("status", "status"), ("target", "target")):
         if name in query:
-            if name == "status" and query[name] not in model.STATUSES:
-                raise ValidationError("status", f"must be one of {', '.join(model.STATUSES)}")
+            if name == "status" and query[name] not in lifecycle.STATUSES:
+                raise ValidationError("status", f"must be one of {', '.join(lifecycle.STATUSES)}")
             where.append(f"{column} = ?")
             params.append(query[name])
     if "tag" in query:
@@ -100,11 +102,10 @@ async def get_scan(request: Request) -> JSONResponse:
 async def cancel_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:cancel")
     row = _scan_row(request, grant.tenant_id)
-    if row["status"] in model.TERMINAL or not (await services.writer.write(
-            model.finish_op(row["id"], "cancelled", from_statuses=("queued", "running"))))[0]:
+    # A running scan's worker learns of the cancel from its next heartbeat (about a second).
+    if row["status"] in lifecycle.TERMINAL or not (await services.writer.write(
+            lifecycle.end(row["id"], "cancelled")))[0]:
         raise ApiError(409, "SCAN_NOT_CANCELLABLE", "scan has already finished")
-    # A running scanner watches this set and is stopped within a poll interval.
-    services.worker.cancels.add(row["id"])
     return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
 
 

@@ -25,18 +25,17 @@ def scan_body(port: int, **extra: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def events_app(data_dir: Path, key: str, receiver: Receiver | None, hold_scans: bool = True,
                      **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The app set up for a loopback receiver. ``hold_scans``: submitted scans stay queued (no queue
-    task, no periodic reconciler), so that tests drive their transitions by hand."""
+    """The app set up for a loopback receiver. ``hold_scans``: submitted scans stay queued (the
+    appliance runs no scan worker, the periodic reconciler waits), so tests drive transitions by hand."""
     settings: dict[str, Any] = {"webhooks__allowed_networks": ["127.0.0.0/8"], "webhooks__retry_schedule": [1, 1, 2]}
     if hold_scans:
         settings["scans__reconcile_interval_seconds"] = 3600
+        settings["queue__workers"] = 0
     if receiver is not None:
         settings["webhooks__ca_file"] = str(receiver.ca_file)
     settings.update(overrides)
     async with serve_in_process(data_dir, **settings) as client:
         client.headers["X-API-Key"] = key
-        if hold_scans:
-            services(client).queue.enqueue = lambda *args, **kwargs: None
         yield client
 
 
