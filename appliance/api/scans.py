@@ -53,6 +53,7 @@ async def submit_scan(services: "Services", grant: KeyGrant, data: Any, template
     if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
         raise services.events.quota_refused(grant.tenant_id)
     stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
+    assert stored is not None
     # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
     # between the two writes leaves a queued scan without a task, which the reconciler enqueues.
     await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
