@@ -38,6 +38,13 @@ def test_delivery_survives_a_crash_between_attempts(tmp_path, command):
                                                         "events": ["scan.queued"]}).json()["data"]
                 assert c.post("/api/v1/scans", json=scan_body(port)).status_code == 201
                 wait_for(lambda: receiver.received, 15, 0.1, "the first attempt")
+
+                def recorded():
+                    data_ = c.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["data"]
+                    return data_ and data_[0]["attempt"] == 1 and data_[0]["status"] == "pending"
+                # Killed before the attempt is recorded, the delivery would be sent again as a first
+                # attempt (at least once); wait for the record to make the count exact.
+                wait_for(recorded, 10, 0.05, "the failed attempt to be recorded")
             assert server.stop(signal.SIGKILL) != 0  # a crash: the retry lives only in the table
             server = Server(data, command).start()
             wait_for(lambda: len(receiver.received) >= 2, 20, 0.1, "the retry after the restart")
