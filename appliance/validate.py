@@ -65,6 +65,14 @@ class Body:
         return value
 
 
+def parse_decimal(text: str, max_digits: int = 18) -> int | None:
+    """A non-negative ASCII decimal, else None. ``str.isdigit`` alone accepts '²' and other digits
+    ``int`` refuses, and ``int`` refuses more than 4300 digits: both were 500s."""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def check_int(name: str, value: Any, minimum: int, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(name, "must be an integer")

@@ -128,4 +128,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX findings_scan_order ON findings (scan_id, severity_rank, seq);
     """,
+    # 2: results filters (GET /scans/:id/results?ruleId=&host=&port=) as index lookups within a scan
+    """
+    CREATE INDEX findings_rule ON findings (scan_id, json_extract(body, '$.ruleId'));
+    CREATE INDEX findings_host ON findings (scan_id, json_extract(body, '$.host'));
+    CREATE INDEX findings_ip ON findings (scan_id, json_extract(body, '$.ip'));
+    CREATE INDEX findings_port ON findings (scan_id, json_extract(body, '$.port'));
+    """,
 ]
