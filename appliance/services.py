@@ -59,9 +59,10 @@ class Services:
             self.auth.invalidate()
             self._policies.clear()
 
-    async def commit_keys(self, *ops: Op) -> None:
-        await self.writer.write(*ops)
+    async def commit_keys(self, *ops: Op) -> list[int]:
+        results = await self.writer.write(*ops)
         self._check_epoch()
+        return results
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:

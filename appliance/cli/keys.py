@@ -100,8 +100,10 @@ def keys_list(data_dir: Path, config_file: Path | None, tenant: str | None, as_j
         click.echo(json.dumps(items))
         return
     for k in items:
-        click.echo(f"{k['id']}  {k['prefix']}…  {k['name']}  {k['status']}  "
-                   f"last used {k['lastUsedAt'] or 'never'}")
+        status = k["status"]
+        if status == "active" and k["graceExpiresAt"]:
+            status = f"rotating (until {k['graceExpiresAt']})"
+        click.echo(f"{k['id']}  {k['prefix']}…  {k['name']}  {status}  last used {k['lastUsedAt'] or 'never'}")
 
 
 def _key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
@@ -130,7 +132,8 @@ def keys_rotate(data_dir: Path, config_file: Path | None, key_id: str, grace_hou
             new_id, raw, ops = apikeys.rotate_ops(row, grace_hours, cli_actor())
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
-        apply_sync(conn, ops)
+        if not apply_sync(conn, ops)[0]:  # rotated by someone else since we read it
+            raise click.ClickException(f"{key_id} {apikeys.ALREADY_ROTATED}")
         _emit(conn, new_id, raw, as_json)
 
 
