@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from appliance.audit import audit_op
 from appliance.credentials import RATE_LIMITS, SCOPES, generate_key, hash_key, key_prefix
 from appliance.errors import ApiError, ValidationError
 from appliance.store.ops import BUMP_EPOCH, Op
+from appliance.targets import network_within
 from appliance.validate import Body
 
 # What a key gets when it names no scopes: enough to run scans from a pipeline, nothing more.
@@ -79,13 +80,12 @@ def parse_spec(data: Any, scan_types: Iterable[str]) -> KeySpec:
     )
 
 
-def _covered(inner: list[str], outer: list[str] | None) -> list[str]:
+def _covered(inner: list[str], outer: Sequence[str] | None) -> list[str]:
     """Networks of ``inner`` not inside any network of ``outer`` (None: everything is inside)."""
     if outer is None:
         return []
     nets = [ipaddress.ip_network(o) for o in outer]
-    return [i for i in inner if not any(
-        ipaddress.ip_network(i).version == n.version and ipaddress.ip_network(i).subnet_of(n) for n in nets)]
+    return [i for i in inner if not any(network_within(ipaddress.ip_network(i), n) for n in nets)]
 
 
 def bound(spec: KeySpec, creator: KeyGrant | None, now: float, rotating: bool = False) -> KeySpec:
@@ -162,7 +162,7 @@ class KeyGrant:
     grace_expires_at: float | None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> "KeyGrant":
+    def from_row(cls, row: sqlite3.Row) -> KeyGrant:
         scan_types = json.loads(row["allowed_scan_types"]) if row["allowed_scan_types"] else None
         ips = json.loads(row["allowed_ips"]) if row["allowed_ips"] else None
         return cls(row["id"], row["tenant_id"], frozenset(json.loads(row["scopes"])),
@@ -253,14 +253,16 @@ def transition_ops(row: sqlite3.Row, action: str, actor: str) -> list[Op]:
 
 def effective_status(row: sqlite3.Row | KeyGrant, now: float) -> str:
     """Stored status plus what time did to it: expiry, and the end of a rotation's grace period."""
-    get = (lambda k: row[k]) if isinstance(row, sqlite3.Row) else (lambda k: getattr(row, k))
-    status = get("status")
+    if isinstance(row, sqlite3.Row):
+        status, grace, expires = row["status"], row["grace_expires_at"], row["expires_at"]
+    else:
+        status, grace, expires = row.status, row.grace_expires_at, row.expires_at
     if status == "active":
-        if get("grace_expires_at") is not None and get("grace_expires_at") <= now:
+        if grace is not None and grace <= now:
             return "revoked"
-        if get("expires_at") is not None and get("expires_at") <= now:
+        if expires is not None and expires <= now:
             return "expired"
-    return status
+    return str(status)
 
 
 def to_json(row: sqlite3.Row) -> dict[str, Any]:

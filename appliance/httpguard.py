@@ -162,10 +162,11 @@ class HandshakeTimeoutLoop(uvloop.Loop):
 
     handshake_timeout: ClassVar[float] = 10.0
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:  # type: ignore[override]
+    # One catch-all signature stands for the base class's overloads.
+    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:  # type: ignore[override]
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
-        return await super().create_server(*args, **kwargs)  # type: ignore[no-any-return]
+        return await super().create_server(*args, **kwargs)
 
 
 def loop_factory(limits: Limits) -> type[HandshakeTimeoutLoop]:

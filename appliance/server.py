@@ -32,7 +32,8 @@ def run(app: ASGIApp, sock: socket.socket, context: ssl.SSLContext, grace_second
     """Serve ``app`` over TLS on ``sock`` until SIGTERM/SIGINT, then drain and return (exit status 0)."""
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, host=host, port=port, loop=loop_factory(limits), http=protocol(limits), lifespan="on",
+        app, host=host, port=port, http=protocol(limits), lifespan="on",
+        loop=loop_factory(limits),  # type: ignore[arg-type]  # uvicorn takes a factory, typed as only a name
         ssl_context_factory=lambda _config, _default: context,
         timeout_graceful_shutdown=grace_seconds, log_level=log_level, access_log=False,
         server_header=False, date_header=False, proxy_headers=False,

@@ -37,7 +37,7 @@ class Services:
         self.reconciler = Reconciler(self)
         self._policies: dict[str, Policy] = {}
         self._epoch: str | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- caches invalidated by the epoch counter ---------------------------------------------------
     def policy(self, tenant_id: str) -> Policy:

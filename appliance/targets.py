@@ -132,7 +132,7 @@ def _parse_url(text: str) -> Target:
     if parts.username or parts.password:
         raise TargetError("url must not carry credentials")
     try:
-        parts.port
+        _ = parts.port  # urlsplit parses the port lazily: reading it is the check
     except ValueError:
         raise TargetError("url has an invalid port") from None
     host = (parts.hostname or "").lower()
@@ -188,7 +188,7 @@ class Policy:
 
     def _net_allowed(self, net: Network) -> bool:
         net = as_ipv4(net)
-        return any(e.network is not None and _within(net, e.network) for e in self.allow)
+        return any(e.network is not None and network_within(net, e.network) for e in self.allow)
 
     def check_addresses(self, addresses: Iterable[Address], name_allowed: bool) -> str | None:
         """Resolved addresses: none denied, and all allowed unless the name itself was."""
@@ -244,7 +244,7 @@ def networks_overlap(a: Network, b: Network) -> bool:
     return False
 
 
-def _within(inner: Network, outer: Network) -> bool:
+def network_within(inner: Network, outer: Network) -> bool:
     if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
         return inner.subnet_of(outer)
     if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
@@ -258,4 +258,4 @@ def resolve_host(name: str) -> list[Address]:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return []
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))

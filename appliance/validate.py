@@ -1,7 +1,8 @@
 """Typed access to a JSON request body; every problem is a :class:`ValidationError` naming the field."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from appliance.errors import ValidationError
 

@@ -5,7 +5,7 @@ adapter yet are plain :class:`~engines.base.Scanner` entries that report what is
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from engines.base import Engine, Scanner
 from engines.nmap import NmapEngine
@@ -34,4 +34,4 @@ def build_registry(executables: Mapping[str, str] | None = None) -> dict[str, Sc
     return registry
 
 
-__all__ = ["Engine", "Scanner", "SCAN_TYPES", "build_registry"]
+__all__ = ["SCAN_TYPES", "Engine", "Scanner", "build_registry"]

@@ -9,15 +9,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from appliance import apikeys, clock
-from appliance.api.context import actor, authorize
+from appliance.api.context import actor, authorize, services_of
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.errors import ApiError
 from appliance.validate import Body
 
 
 def _key_row(request: Request, tenant_id: str) -> sqlite3.Row:
-    row = request.app.state.services.reader.one(
-        "SELECT * FROM api_keys WHERE id = ? AND tenant_id = ?", (request.path_params["key_id"], tenant_id))
+    row = services_of(request).reader.one("SELECT * FROM api_keys WHERE id = ? AND tenant_id = ?",
+                                          (request.path_params["key_id"], tenant_id))
     if row is None:
         raise ApiError(404, "API_KEY_NOT_FOUND", "API key not found")
     return row
@@ -25,7 +25,7 @@ def _key_row(request: Request, tenant_id: str) -> sqlite3.Row:
 
 def _respond_with_key(request: Request, key_id: str, status: int = 200, raw: str | None = None
                             ) -> JSONResponse:
-    row = request.app.state.services.reader.one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+    row = services_of(request).reader.one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
     assert row is not None  # just committed, and keys are never deleted
     data = apikeys.to_json(row)
     if raw is not None:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from appliance import clock
-from appliance.api.context import authorize
+from appliance.api.context import authorize, services_of
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import model
@@ -43,8 +43,7 @@ def _scan_row(request: Request, tenant_id: str) -> sqlite3.Row:
         uuid.UUID(scan_id)
     except ValueError:
         raise _NOT_FOUND from None
-    row = request.app.state.services.reader.one(
-        "SELECT * FROM scans WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
+    row = services_of(request).reader.one("SELECT * FROM scans WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
     wanted = request.query_params.get("scanType")
     if row is None or (wanted is not None and wanted != row["scan_type"]):
         raise _NOT_FOUND
@@ -72,7 +71,8 @@ async def create_scan(request: Request) -> JSONResponse:
 
 def _filters(request: Request, tenant_id: str) -> tuple[str, list[Any]]:
     check_query(request, LIST_PARAMS)
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     query = request.query_params
     for name, column in (("scanType", "scan_type"), ("status", "status"), ("target", "target")):
         if name in query:

@@ -107,7 +107,7 @@ def keys_list(data_dir: Path, config_file: Path | None, tenant: str | None, as_j
 
 
 def _key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     if row is None:
         raise click.ClickException(f"no API key {key_id!r} (see 'cix-appliance keys list')")
     return row

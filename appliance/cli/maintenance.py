@@ -56,15 +56,14 @@ def _copy(source_path: Path, dest: Path, busy_timeout_ms: int) -> bool:
         source.close()
         raise
     try:
-        with target.backup("main", source, "main") as step:
-            with click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
-                done = 0
-                while not step.done:
-                    step.step(256)
-                    percent = 100 if not step.pagecount else int(100 * (step.pagecount - step.remaining)
-                                                                 / step.pagecount)
-                    bar.update(percent - done)
-                    done = percent
+        with target.backup("main", source, "main") as step, \
+                click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
+            done = 0
+            while not step.done:
+                step.step(256)
+                percent = 100 if not step.pagecount else int(100 * (step.pagecount - step.remaining) / step.pagecount)
+                bar.update(percent - done)
+                done = percent
         return bool(target.execute("PRAGMA integrity_check").fetchall() == [("ok",)])
     finally:
         target.close()

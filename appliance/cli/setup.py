@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from appliance import apikeys, config as config_mod, tenants as tenants_mod, tls
+from appliance import apikeys, tls
+from appliance import config as config_mod
+from appliance import tenants as tenants_mod
 from appliance.audit import audit_op
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, require_initialized
 from appliance.credentials import SCOPES

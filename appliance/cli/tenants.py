@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from appliance import clock, tenants as tenants_mod
+from appliance import clock
+from appliance import tenants as tenants_mod
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, tenant_id
 from appliance.store import apply_sync
 

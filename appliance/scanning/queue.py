@@ -9,7 +9,8 @@ the scan table, not the queue, says what must run (see the reconciler).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import sqlite3
+from collections.abc import Callable
 
 from huey import Huey
 from huey.consumer import Consumer
@@ -22,16 +23,16 @@ HUEY_PRIORITY = {"critical": 30, "high": 20, "normal": 10, "low": 0}
 TASK_NAME = "run_scan"
 
 
-class WalSqliteStorage(SqliteStorage):
+class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no type information
     """Huey's SQLite storage in WAL mode with ``synchronous=NORMAL``, like the main database."""
 
-    def _create_connection(self):  # type: ignore[no-untyped-def]
-        conn = super()._create_connection()
+    def _create_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection = super()._create_connection()
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
 
-class EmbeddedConsumer(Consumer):
+class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type information
     """A consumer that leaves signal handling to the ASGI server hosting it."""
 
     def _set_signal_handlers(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ RECENT_ENQUEUE = 5  # seconds a freshly queued scan is given to reach the queue
 
 
 class Reconciler:
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.s = services
 
     async def run_once(self, startup: bool = False) -> dict[str, int]:
@@ -61,7 +62,7 @@ class Reconciler:
             log.info("reconciler: %s", counts)
         return counts
 
-    async def _recover(self, row, counts: dict[str, int]) -> None:
+    async def _recover(self, row: sqlite3.Row, counts: dict[str, int]) -> None:
         self._stop_process(row)
         if row["attempts"] < MAX_ATTEMPTS and (await self.s.writer.write(model.requeue_op(row["id"])))[0]:
             self.s.queue.enqueue(row["id"], row["priority"])
@@ -70,7 +71,7 @@ class Reconciler:
                 row["id"], "failed", "INTERRUPTED", "the worker running this scan stopped")))[0]:
             counts["interrupted"] += 1
 
-    def _stop_process(self, row) -> None:
+    def _stop_process(self, row: sqlite3.Row) -> None:
         """Kill the scanner of a lost run, but only if that pid still runs in the scan's work dir."""
         if row["worker"] == self.s.boot_id:
             self.s.worker.cancels.add(row["id"])

@@ -7,9 +7,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 POLL_SECONDS = 0.2
@@ -42,7 +43,7 @@ def _drain(stream: IO[bytes], path: Path, cap: int) -> None:
             out.write(b"\n[output truncated]\n")
 
 
-def kill_group(pgid: int, grace: float, proc: subprocess.Popen | None = None) -> None:
+def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """SIGTERM to the whole group, SIGKILL after ``grace`` seconds: children die with the leader."""
     try:
         os.killpg(pgid, signal.SIGTERM)
@@ -83,7 +84,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Callable[[], bool],
-                on_tick: Callable[[], None], on_start: Callable[[int], None], kill_grace: float = 3.0,
+                on_tick: Callable[[], None], on_start: Callable[[int], object], kill_grace: float = 3.0,
                 output_cap: int = 1 << 20, tick_seconds: float = 1.0) -> RunResult:
     """Run ``argv`` in ``workdir`` until it exits, ``timeout`` passes or ``should_stop()``."""
     started = time.monotonic()

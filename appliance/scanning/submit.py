@@ -6,7 +6,8 @@ availability, target, options, then target authorization (which may resolve a na
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from appliance import clock
@@ -74,7 +75,8 @@ def _engine_config(raw: dict[str, Any]) -> dict[str, int]:
         try:
             clean[name] = check_int(f"config.{name}", value, lo, hi)
         except ValidationError as exc:
-            raise ValidationError(exc.field, exc.details[0]["message"], "INVALID_OPTIONS") from None
+            raise ValidationError(exc.field, exc.details[0]["message"] if exc.details else exc.message,
+                                  "INVALID_OPTIONS") from None
     return clean
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from appliance.scanning import model
 from appliance.scanning.runner import RunResult, run_process
@@ -25,7 +27,7 @@ BATCH = 500
 
 
 class ScanWorker:
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.s = services
         self.cancels: set[str] = set()  # scan ids whose process must stop now
         self.stopping = threading.Event()  # the server is shutting down
@@ -49,7 +51,7 @@ class ScanWorker:
             if cap is not None:
                 cap.release()
 
-    def _run(self, row) -> str:
+    def _run(self, row: sqlite3.Row) -> str:
         scan_id = row["id"]
         workdir = self.s.config.scans_dir / scan_id
         if not self.s.writer.write_threadsafe(model.claim_op(scan_id, self.s.boot_id, str(workdir)))[0]:
@@ -64,7 +66,7 @@ class ScanWorker:
         finally:
             self.cancels.discard(scan_id)
 
-    def _run_claimed(self, row, workdir: Path) -> str:
+    def _run_claimed(self, row: sqlite3.Row, workdir: Path) -> str:
         scan_id = row["id"]
         engine = self.s.engines[row["scan_type"]]
         if not isinstance(engine, Engine) or not engine.probe().available:

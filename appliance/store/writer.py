@@ -27,11 +27,11 @@ class Writer:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._flush_interval = flush_interval
-        self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future[list[int]] | None]] = asyncio.Queue()
         self._buffer: list[Op] = []
         self._sources: list[Callable[[], list[Op]]] = []
         self._conn: aiosqlite.Connection | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Why writes fail right now ("database or disk is full"), else None; /health reports it.
         self.problem: str | None = None
@@ -59,7 +59,7 @@ class Writer:
     # -- submitting ------------------------------------------------------------------------------
     async def write(self, *ops: Op) -> list[int]:
         """Apply ``ops`` durably; returns each op's first rowcount (0 for a lost guard)."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((ops, future))
         return await future
 
@@ -113,7 +113,7 @@ class Writer:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _apply(self, batch: list[tuple[Sequence[Op], asyncio.Future | None]]) -> None:
+    async def _apply(self, batch: list[tuple[Sequence[Op], asyncio.Future[list[int]] | None]]) -> None:
         conn = self._conn
         assert conn is not None
         outcomes: list[list[int] | BaseException] = []

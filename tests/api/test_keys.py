@@ -139,7 +139,7 @@ async def test_a_key_cannot_grant_more_than_it_holds(client):
     assert ok.status_code == 201
     assert ok.json()["data"]["allowedIpAddresses"] == ["127.0.0.0/8"]  # inherited, never widened
     assert ok.json()["data"]["allowedScanTypes"] == ["nmap"]
-    admin_id = [k for k in (await client.get("/api/v1/api-keys")).json()["data"] if k["name"] == "admin"][0]["id"]
+    admin_id = next(k for k in (await client.get("/api/v1/api-keys")).json()["data"] if k["name"] == "admin")["id"]
     takeover = await client.post(f"/api/v1/api-keys/{admin_id}/suspend", headers=h)
     assert takeover.status_code == 403  # a weaker key cannot switch off a stronger one
     assert (await client.post(f"/api/v1/api-keys/{limited['id']}/suspend", headers=h)).status_code == 200

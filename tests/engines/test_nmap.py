@@ -66,7 +66,7 @@ def test_bad_ports_are_rejected(engine, ports):
 
 
 def test_ports_must_be_a_string(engine):
-    with pytest.raises(OptionError, match="options.ports"):
+    with pytest.raises(OptionError, match=r"options\.ports"):
         engine.validate({"ports": 80})
 
 
@@ -194,10 +194,10 @@ def test_top_ports_and_udp(engine, tmp_path, raw_ok):
 
 
 def test_privileged_flag_only_for_non_root_raw_scans(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(nmap_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("engines.nmap.os.geteuid", lambda: 1000)
     assert "--privileged" in engine.build_argv(spec(tmp_path, {"technique": "syn"}))
     assert "--privileged" not in engine.build_argv(spec(tmp_path, {"technique": "connect"}))
-    monkeypatch.setattr(nmap_mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("engines.nmap.os.geteuid", lambda: 0)
     assert "--privileged" not in engine.build_argv(spec(tmp_path, {"technique": "syn"}))
 
 
@@ -276,8 +276,11 @@ def test_parse_vulnerable_script_host_down_and_hostscript(tmp_path):
 <ports>
 <port protocol="tcp" portid="443"><state state="open" reason="syn-ack"/>
 <service name="http" tunnel="ssl" product="nginx" method="probed" conf="10"/>
-<script id="ssl-heartbleed" output="&#xa;  VULNERABLE:&#xa;  The Heartbleed Bug&#xa;    State: VULNERABLE&#xa;    IDs:  CVE:CVE-2014-0160"><table key="CVE-2014-0160"><elem key="state">VULNERABLE</elem></table></script>
-<script id="ssl-poodle" output="&#xa;  State: NOT VULNERABLE"><table key="x"><elem key="state">NOT VULNERABLE</elem></table></script>
+<script id="ssl-heartbleed"
+ output="&#xa;  VULNERABLE:&#xa;  The Heartbleed Bug&#xa;    State: VULNERABLE&#xa;    IDs:  CVE:CVE-2014-0160">
+<table key="CVE-2014-0160"><elem key="state">VULNERABLE</elem></table></script>
+<script id="ssl-poodle" output="&#xa;  State: NOT VULNERABLE">
+<table key="x"><elem key="state">NOT VULNERABLE</elem></table></script>
 <script id="http-title" output="VULNERABLE CVE-2020-0001 notes"/>
 </port>
 <port protocol="udp" portid="161"><state state="open|filtered" reason="no-response"/></port>

@@ -103,7 +103,9 @@ async def _raw_request(headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
 
     scope = {"type": "http", "method": "POST", "path": "/api/v1/api-keys", "headers": headers}
     await RequestMiddleware(app)(scope, receive, send)
-    return int(answer["status"]), answer["body"]  # type: ignore[arg-type]
+    status, body = answer["status"], answer["body"]
+    assert isinstance(status, int) and isinstance(body, bytes)
+    return status, body
 
 
 async def test_content_length_that_is_not_an_ascii_decimal():
