@@ -29,7 +29,7 @@ async def _final(client: Any, scan_id: str, timeout: float = 60) -> dict[str, An
     async def done() -> dict[str, Any] | None:
         data = (await client.get(f"/api/v1/scans/{scan_id}")).json()["data"]
         return data if data["status"] in ("completed", "failed", "cancelled") else None
-    return await await_for(done, timeout, what=f"scan {scan_id} to end")  # type: ignore[return-value]
+    return await await_for(done, timeout, what=f"scan {scan_id} to end")
 
 
 async def test_5_a_name_that_does_not_resolve_is_never_handed_to_the_scanner(data_dir, admin_key):
