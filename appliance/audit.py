@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from appliance import clock
 from appliance.store.functions import GENESIS, audit_hash

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from appliance import clock
 from appliance.apikeys import KeyGrant

@@ -3,8 +3,9 @@ scan quota."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from appliance import clock
 from appliance.errors import ApiError
@@ -36,7 +37,7 @@ class CallLog:
 # -- monthly scan quota (§7) -------------------------------------------------------------------------
 def month_bounds(now: float) -> tuple[float, float]:
     """Start of this calendar month and of the next one (UTC), as unix seconds."""
-    today = datetime.fromtimestamp(now, timezone.utc)
+    today = datetime.fromtimestamp(now, UTC)
     start = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     following = (start + timedelta(days=32)).replace(day=1)
     return start.timestamp(), following.timestamp()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import run_cli  # noqa: E402
-from tests.events.common import events_app, services, tenant_id  # noqa: E402
-from tests.events.receiver import Receiver  # noqa: E402
-from tests.events.test_delivery_load import queue_deliveries  # noqa: E402
+from tests.conftest import run_cli
+from tests.events.common import events_app, services, tenant_id
+from tests.events.receiver import Receiver
+from tests.events.test_delivery_load import queue_deliveries
 
 
 async def main(count: int, answer_in: float) -> None:
@@ -37,7 +37,7 @@ async def main(count: int, answer_in: float) -> None:
                 await queue_deliveries(client, hook["id"], tenant_id(client), count)
                 reader = services(client).reader
                 done = "SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'"
-                while reader.scalar(done) < count:  # noqa: ASYNC110 - polling the table is the measurement
+                while reader.scalar(done) < count:
                     await asyncio.sleep(0.05)
                 elapsed = time.monotonic() - started
         unique = len({r.headers["X-CertIX-Delivery"] for r in receiver.received})

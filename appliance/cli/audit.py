@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from appliance import audit as audit_mod, clock
+from appliance import audit as audit_mod
+from appliance import clock
 from appliance.cli.common import data_dir_option, database, load_config, tenant_id
 
 

@@ -10,14 +10,15 @@ up at most its tenant's share for 10 s per attempt, never a scan worker or anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
 import ssl
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import httpx
 
@@ -102,10 +103,8 @@ class DeliveryEngine:
     # -- scheduling ------------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 self._start_due()

@@ -51,7 +51,7 @@ class SecretBox:
         self._aead = AESGCM(key)
 
     @classmethod
-    def open(cls, data_dir: Path) -> "SecretBox":
+    def open(cls, data_dir: Path) -> SecretBox:
         return cls(ensure_key(data_dir).read_bytes())
 
     def seal(self, secret: str, owner: str) -> str:

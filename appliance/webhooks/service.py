@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from appliance import clock, usage
 from appliance.audit import audit_op
@@ -26,7 +27,7 @@ DISPATCH_INTERVAL = 0.2
 
 
 class EventServices:
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: Services) -> None:
         self.s = services
         cfg = services.config
         self.box = SecretBox.open(cfg.data_dir)  # creates the key on the first start of an older data dir

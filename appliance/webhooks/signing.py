@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Sequence
+from collections.abc import Sequence
 
 from appliance import __version__
 

@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -50,7 +51,8 @@ def tenant_id(client: httpx.AsyncClient, name: str = "default") -> str:
 async def new_scan(client: httpx.AsyncClient, callback_url: str | None = None, tenant: str | None = None) -> str:
     """A queued scan row, written like a submission writes it (with its ``scan.queued`` event)."""
     now = clock.now()
-    row = {"id": clock.new_id(), "tenant_id": tenant or tenant_id(client), "api_key_id": None, "scan_type": "nmap",
+    row: dict[str, Any] = {
+           "id": clock.new_id(), "tenant_id": tenant or tenant_id(client), "api_key_id": None, "scan_type": "nmap",
            "name": "t", "target": "127.0.0.1", "target_type": "ip", "status": "queued", "priority": "normal",
            "options": "{}", "config": "{}", "tags": "[]", "timeout": 600, "asset_id": None,
            "callback_url": callback_url, "created_at": now, "queued_at": now}

@@ -1,7 +1,7 @@
 """Fixtures of the event tests."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -8,9 +8,9 @@ import ipaddress
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,7 +22,7 @@ NAME = "hooks.test"  # the receiver's DNS name in its certificate (resolved by a
 
 def make_ca(directory: Path, names: tuple[str, ...] = (NAME, "localhost")) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for ``names`` and 127.0.0.1; returns (ca, cert, key) paths."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cix test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -87,7 +87,7 @@ class Receiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 item = Received(self.path, dict(self.headers.items()), body, time.time(), sni.get(id(self.connection)))
                 with lock:
@@ -111,7 +111,7 @@ class Receiver:
             daemon_threads = True
             request_queue_size = 1024
 
-            def get_request(self):  # type: ignore[no-untyped-def]
+            def get_request(self):
                 sock, addr = super().get_request()
                 return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
@@ -130,7 +130,7 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import sqlite3
@@ -58,7 +59,7 @@ async def test_server_and_cli_append_to_one_chain_and_tampering_is_found(data_di
         assert action in actions, action
     assert actions.count("auth.lockout") == 1
     assert [r["id"] for r in rows] == list(range(len(rows), 0, -1))
-    for newer, older in zip(rows, rows[1:]):
+    for newer, older in itertools.pairwise(rows):
         assert newer["prevHash"] == older["hash"]
 
     db = data_dir / "appliance.db"

@@ -1,10 +1,11 @@
 """``/usage`` figures against a known sequence of calls and scans; the monthly quota."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,12 +25,13 @@ async def flush(client) -> None:
     await writer.write()
 
 
-async def scan_row(client, scan_type: str, created_at: float, status: str = "queued") -> str:
-    row = {"id": clock.new_id(), "tenant_id": tenant_id(client), "scan_type": scan_type, "target": "127.0.0.1",
+async def scan_row(client, scan_type: str, created_at: float) -> str:
+    row: dict[str, object] = {
+           "id": clock.new_id(), "tenant_id": tenant_id(client), "scan_type": scan_type, "target": "127.0.0.1",
            "target_type": "ip", "status": "queued", "priority": "normal", "timeout": 600,
            "created_at": created_at, "queued_at": created_at}
     await services(client).writer.write(lifecycle.submit(row))
-    return row["id"]
+    return str(row["id"])
 
 
 async def finish(client, scan_id: str, status: str, seconds: float | None, findings: int = 0) -> None:
@@ -83,8 +85,8 @@ async def test_usage_figures_match_a_known_sequence(data_dir, admin_key, own_por
         assert summary["maxDurationMs"] == round(max(durations), 3)
         assert (summary["totalScans"], summary["distinctScanTypes"], summary["scanTypesUsed"],
                 summary["quotaConsumedCalls"]) == (3, 2, ["nikto", "nmap"], 3)
-        now = datetime.now(timezone.utc)
-        resets = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc)
+        now = datetime.now(UTC)
+        resets = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
         assert summary["quota"] == {"limit": 5, "used": 3, "remaining": 2,
                                     "resetsAt": resets.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
         start, end = (clock.parse_iso(summary["period"][k]) for k in ("start", "end"))
@@ -104,7 +106,7 @@ async def test_usage_figures_match_a_known_sequence(data_dir, admin_key, own_por
         points = history["points"]
         assert history["granularity"] == "hourly" and len(points) == 25
         stamps = [clock.parse_iso(p["timestamp"]) for p in points]
-        assert all(b - a == 3600 for a, b in zip(stamps, stamps[1:])) and stamps[0] % 3600 == 0
+        assert all(b - a == 3600 for a, b in itertools.pairwise(stamps)) and stamps[0] % 3600 == 0
         assert sum(p["totalCalls"] for p in points) == 12 and sum(p["errorCalls"] for p in points) == 3
         assert sum(p["scans"] for p in points) == 3
 
@@ -126,7 +128,7 @@ async def test_history_buckets_and_call_log_filters(data_dir, admin_key):
         assert sum(p["scans"] for p in points) == 2
         assert sum(1 for p in points if p["totalCalls"] == 0 and p["scans"] == 0) >= 5  # empty days are present
         today = points[-1]
-        assert today["timestamp"] == datetime.now(timezone.utc).strftime("%Y-%m-%dT00:00:00.000Z")
+        assert today["timestamp"] == datetime.now(UTC).strftime("%Y-%m-%dT00:00:00.000Z")
         assert points[-4]["scans"] == 1
         hourly = (await client.get("/api/v1/usage/history?period=24h&granularity=hourly")).json()["data"]
         assert len(hourly["points"]) == 25 and sum(p["totalCalls"] for p in hourly["points"]) == 4  # not flushed
@@ -162,8 +164,8 @@ async def test_monthly_quota(data_dir, admin_key, own_port):
                     ).status_code == 201
         refused = await client.post("/api/v1/scans", json=scan_body(own_port))
         assert refused.status_code == 429 and refused.json()["code"] == "QUOTA_EXCEEDED"
-        now = datetime.now(timezone.utc)
-        resets = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
+        now = datetime.now(UTC)
+        resets = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC).timestamp()
         assert abs(int(refused.headers["Retry-After"]) - math.ceil(resets - time.time())) <= 2
         tmpl = (await client.post("/api/v1/scan-templates", json={"name": "t", "scanType": "nmap"})).json()["data"]
         launch = await client.post(f"/api/v1/scan-templates/{tmpl['id']}/launch",

@@ -3,6 +3,7 @@ delivery id across a restart, health, redeliver, rotation, test events."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
@@ -10,8 +11,7 @@ import time
 import pytest
 
 from tests.conftest import make_key
-from tests.events.common import (events_app, events_of, expected_signature, new_scan, run_to, services,
-                                 tenant_id)
+from tests.events.common import events_app, events_of, expected_signature, new_scan, run_to, services, tenant_id
 from tests.events.receiver import Receiver
 from tests.helpers import await_for
 
@@ -108,7 +108,7 @@ async def test_retries_keep_the_delivery_id_across_a_restart(data_dir, admin_key
     ids = {r.headers["X-CertIX-Delivery"] for r in receiver.received}
     bodies = {r.body for r in receiver.received}
     assert ids == {delivery["id"]} and len(bodies) == 1
-    gaps = [b.at - a.at for a, b in zip(receiver.received, receiver.received[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(receiver.received)]
     assert all(gap >= 0.7 for gap in gaps), gaps  # 1 s +-20% jitter
     assert delivery["attempt"] == 3 and delivery["status"] == "succeeded" and delivery["responseStatus"] == 200
     for item in receiver.received:
