@@ -13,12 +13,13 @@ from starlette.routing import Route
 
 from appliance import audit
 from appliance.api.context import authorize
-from appliance.api.envelope import ok, paged
+from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged
 from appliance.api.usage import time_filters
 
 
 async def list_audit(request: Request) -> JSONResponse:
     services, grant = authorize(request, "audit:read")
+    check_query(request, ("action", "actor", "resourceId", "from", "to", *PAGE_PARAMS))
     where: list[str] = ["tenant_id = ?"]
     params: list[Any] = [grant.tenant_id]
     for name, column in (("action", "action"), ("actor", "actor"), ("resourceId", "resource_id")):

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from appliance import templates
 from appliance.api.context import actor, authorize
-from appliance.api.envelope import ok, paged, read_json
+from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.api.scans import submit_scan
 from appliance.errors import ApiError
 
@@ -38,6 +38,7 @@ async def create_template(request: Request) -> JSONResponse:
 
 async def list_templates(request: Request) -> JSONResponse:
     services, grant = authorize(request, "templates:read")
+    check_query(request, ("scanType", *PAGE_PARAMS))
     where, params = "tenant_id = ?", [grant.tenant_id]
     if "scanType" in request.query_params:
         where += " AND scan_type = ?"
@@ -49,6 +50,7 @@ async def list_templates(request: Request) -> JSONResponse:
 
 async def get_template(request: Request) -> JSONResponse:
     _, grant = authorize(request, "templates:read")
+    check_query(request, ())
     return ok(templates.to_json(_template(request, grant.tenant_id)))
 
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from appliance import clock, usage
 from appliance.api.context import authorize
-from appliance.api.envelope import ok, paged
+from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged
 from appliance.errors import ValidationError
 from appliance.store import Reader
 
@@ -42,6 +42,7 @@ def _calls(reader: Reader, tenant_id: str, start: float, end: float) -> dict[str
 
 async def summary(request: Request) -> JSONResponse:
     services, grant = authorize(request, "usage:read")
+    check_query(request, ("period",))
     _, seconds = _period(request, "30d")
     end = clock.now()
     start = end - seconds
@@ -63,6 +64,7 @@ async def summary(request: Request) -> JSONResponse:
 
 async def history(request: Request) -> JSONResponse:
     services, grant = authorize(request, "usage:read")
+    check_query(request, ("period", "granularity"))
     name, seconds = _period(request, "7d")
     granularity = request.query_params.get("granularity", "auto")
     if granularity == "auto":
@@ -95,6 +97,7 @@ async def history(request: Request) -> JSONResponse:
 
 async def by_scan_type(request: Request) -> JSONResponse:
     services, grant = authorize(request, "usage:read")
+    check_query(request, ("period",))
     _, seconds = _period(request, "30d")
     end = clock.now()
     rows = services.reader.all(
@@ -128,6 +131,7 @@ def time_filters(request: Request, where: list[str], params: list[Any], column: 
 
 async def calls(request: Request) -> JSONResponse:
     services, grant = authorize(request, "usage:read")
+    check_query(request, ("apiKeyId", "status", "from", "to", *PAGE_PARAMS))
     where: list[str] = ["tenant_id = ?"]
     params: list[Any] = [grant.tenant_id]
     query = request.query_params

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from appliance import clock
 from appliance.api.context import actor, authorize
-from appliance.api.envelope import ok, paged, read_json
+from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.errors import ApiError, ValidationError
 from appliance.store.ops import Op
 from appliance.webhooks import store
@@ -46,6 +46,7 @@ async def create_webhook(request: Request) -> JSONResponse:
 
 async def list_webhooks(request: Request) -> JSONResponse:
     services, grant = authorize(request, "webhooks:read")
+    check_query(request, PAGE_PARAMS)
     items, pages = paged(request, services.reader, "webhooks", "tenant_id = ?", [grant.tenant_id],
                          "created_at DESC, id", store.webhook_json)
     return ok(items, pagination=pages)
@@ -53,6 +54,7 @@ async def list_webhooks(request: Request) -> JSONResponse:
 
 async def get_webhook(request: Request) -> JSONResponse:
     _, grant = authorize(request, "webhooks:read")
+    check_query(request, ())
     return ok(store.webhook_json(_webhook(request, grant.tenant_id)))
 
 
@@ -99,6 +101,7 @@ async def test_webhook(request: Request) -> JSONResponse:
 
 async def list_deliveries(request: Request) -> JSONResponse:
     services, grant = authorize(request, "webhooks:read")
+    check_query(request, ("status", *PAGE_PARAMS))
     row = _webhook(request, grant.tenant_id)
     where, params = "webhook_id = ?", [row["id"]]
     status = request.query_params.get("status")

@@ -146,8 +146,8 @@ async def test_history_buckets_and_call_log_filters(data_dir, admin_key):
         past = (await client.get("/api/v1/usage/calls?to=2020-01-01T00:00:00Z")).json()
         assert past["pagination"]["total"] == 0
         for query, field in (("period=1y", "period"), ("granularity=weekly", "granularity"),
-                             ("from=yesterday", "from"), ("status=abc", "status")):
-            path = "/api/v1/usage/calls" if field in ("from", "status") else "/api/v1/usage/history"
+                             ("from=yesterday", "from"), ("status=abc", "status"), ("stauts=404", "stauts")):
+            path = "/api/v1/usage/calls" if field in ("from", "status", "stauts") else "/api/v1/usage/history"
             response = await client.get(f"{path}?{query}")
             assert response.status_code == 400 and response.json()["details"][0]["field"] == field
         scans_only = make_key(data_dir, "--name", "s")["key"]
