@@ -68,6 +68,7 @@ class Receiver:
     directory: Path
     respond: Callable[[Received], tuple[int, dict[str, str]]] = lambda r: (200, {})
     delay: float = 0.0
+    reply: bytes = b'{"ok": true}'
     received: list[Received] = field(default_factory=list)
     port: int = 0
 
@@ -95,7 +96,7 @@ class Receiver:
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status, headers = receiver.respond(item)
-                reply = b'{"ok": true}'
+                reply = receiver.reply
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -282,3 +282,17 @@ async def test_pending_deliveries_of_a_deactivated_webhook_are_not_sent(data_dir
         assert delivery["error"] == "the webhook is not active" and delivery["attempt"] == 2
         assert len(receiver.received) == 1
         assert (await client.get(f"/api/v1/webhooks/{hook['id']}")).json()["data"]["consecutiveFailures"] == 1
+
+
+async def test_a_slow_receiver_times_out_and_answers_are_cut_to_1_kib(data_dir, admin_key, receiver, monkeypatch):
+    monkeypatch.setattr("appliance.webhooks.delivery.TIMEOUT", 0.5)  # the real limit is 10 s
+    receiver.reply = b"x" * 5000
+    async with events_app(data_dir, admin_key, receiver) as client:
+        hook = await create_hook(client, receiver.url())
+        quick = (await client.post(f"/api/v1/webhooks/{hook['id']}/test")).json()["data"]
+        assert quick["status"] == "succeeded" and quick["responseBodyExcerpt"] == "x" * 1024
+        receiver.delay = 1.5
+        started = time.monotonic()
+        slow = (await client.post(f"/api/v1/webhooks/{hook['id']}/test")).json()["data"]
+        assert time.monotonic() - started < 1.4
+    assert slow["status"] == "failed" and slow["error"] == "no answer within 0.5 s" and slow["responseStatus"] is None
