@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from appliance.api import audit, engines, keys, scans, templates, usage, webhooks
 from appliance.api.envelope import error_response
@@ -45,6 +45,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
 
 
+def prefixed(prefix: str, routes: list[Route]) -> list[Route]:
+    """``routes`` under ``prefix`` as plain routes: what a ``Mount`` serves, without a second router
+    and a scope copy per request."""
+    return [Route(prefix + r.path, r.endpoint, methods=list(r.methods or ()), name=r.name) for r in routes]
+
+
 def create_app(config: Config) -> Starlette:
     services = Services(config)
 
@@ -56,11 +62,13 @@ def create_app(config: Config) -> Starlette:
         finally:
             await services.stop()
 
-    api_routes = [*keys.routes, *scans.routes, *engines.routes,
+    # Starlette tries routes in order, a regex match each: the routes CI pipelines poll come first
+    # (no two routes' paths overlap, so the order changes nothing else).
+    api_routes = [*scans.routes, *engines.routes, *keys.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes]
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *worker_routes.routes,
-                *(Mount(prefix, routes=api_routes) for prefix in API_PREFIXES)],
+        routes=[Route("/health", health, methods=["GET"]), *prefixed(API_PREFIXES[0], api_routes),
+                *worker_routes.routes, *(r for p in API_PREFIXES[1:] for r in prefixed(p, api_routes))],
         middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,

@@ -1,6 +1,7 @@
 """Time in one place: ISO-8601 UTC with ``Z`` as the contract wants, and id makers."""
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +15,12 @@ def iso(ts: float | None) -> str | None:
     """Unix seconds → ``2026-11-29T02:39:40.123Z`` (None stays None)."""
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@functools.lru_cache(maxsize=65536)
+def _iso(ts: float) -> str:
+    # Cached: the same stored timestamps are formatted on every read of a scan (strftime costs µs).
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

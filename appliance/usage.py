@@ -3,6 +3,7 @@ scan quota."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from appliance.store.reader import Reader
 
 _COLUMNS = ("tenant_id", "api_key_id", "method", "path", "status", "duration_ms", "ip", "request_id",
             "created_at")
+_ROW = operator.itemgetter(*_COLUMNS)  # call dict -> row tuple, in C (once per request)
 
 
 class CallLog:
@@ -23,7 +25,7 @@ class CallLog:
 
     def record(self, call: dict[str, Any]) -> None:
         if len(self._rows) < self._cap:
-            self._rows.append(tuple(call[c] for c in _COLUMNS))
+            self._rows.append(_ROW(call))
 
     def drain(self) -> list[Op]:
         if not self._rows:

@@ -46,6 +46,15 @@ def client_ip(scope: Mapping[str, Any], trusted_proxies: tuple[str, ...]) -> str
     return peer
 
 
+def _api_key(scope: Mapping[str, Any]) -> str | None:
+    """The first X-API-Key header, as Starlette's ``request.headers.get`` finds it, without building
+    a Headers object per request."""
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -65,7 +74,8 @@ class Authenticator:
         self._limiter = limiter
         self._proxies = tuple(trusted_proxies)
         self._failed_limit = {"minute": failed_per_minute}
-        self._cache: dict[str, KeyGrant] = {}
+        # key hash -> (grant, its rate-limit subject, its limits): built once per key, not per request
+        self._cache: dict[str, tuple[KeyGrant, str, dict[str, int]]] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
         self.on_lockout: Callable[[str], None] | None = None  # an address just reached the failed-auth limit
 
@@ -87,20 +97,20 @@ class Authenticator:
         ip = client_ip(scope, self._proxies)
         scope["cix.client_ip"] = ip
         ip_subject = f"ip:{ip}"
-        blocked = self._limiter.hit(ip_subject, self._failed_limit, count=False)
-        if not blocked.allowed:
+        retry = self._limiter.blocked(ip_subject, self._failed_limit)
+        if retry:
             raise ApiError(429, "RATE_LIMIT_EXCEEDED", "too many failed authentications from this address",
-                           headers={"Retry-After": str(blocked.retry_after)})
-        raw = request.headers.get("x-api-key")
+                           headers={"Retry-After": str(retry)})
+        raw = _api_key(scope)
         if not raw:
             raise ApiError(401, "MISSING_API_KEY", "X-API-Key header is required")
-        grant = self._lookup(raw) if looks_like_key(raw) else None
-        if grant is None:
+        cached = self._lookup(raw) if looks_like_key(raw) else None
+        if cached is None:
             self._limiter.hit(ip_subject, self._failed_limit)
-            if self.on_lockout is not None and not self._limiter.hit(ip_subject, self._failed_limit,
-                                                                     count=False).allowed:
+            if self.on_lockout is not None and self._limiter.blocked(ip_subject, self._failed_limit):
                 self.on_lockout(ip)  # once per window: the next request is refused before reaching here
             raise ApiError(401, "INVALID_API_KEY", "invalid API key")
+        grant, subject, limits = cached
         now = time.time()
         status = apikeys.effective_status(grant, now)
         if status in _STATUS_ERRORS:
@@ -108,8 +118,7 @@ class Authenticator:
             raise ApiError(401, code, message)
         if grant.allowed_ips is not None and not _safe_in(ip, grant.allowed_ips):
             raise ApiError(403, "IP_NOT_ALLOWED", f"requests from {ip} are not allowed for this key")
-        decision = self._limiter.hit(f"key:{grant.id}", {
-            "minute": grant.rate_minute, "hour": grant.rate_hour, "day": grant.rate_day}, now)
+        decision = self._limiter.hit(subject, limits, now)
         scope[RATE_HEADERS] = decision.headers
         scope[PRINCIPAL] = grant
         self._last_used[grant.id] = (now, ip)
@@ -120,16 +129,18 @@ class Authenticator:
             raise ApiError(403, "INSUFFICIENT_SCOPE", f"this API key lacks the '{scope_needed}' scope")
         return grant
 
-    def _lookup(self, raw: str) -> KeyGrant | None:
+    def _lookup(self, raw: str) -> tuple[KeyGrant, str, dict[str, int]] | None:
         digest = hash_key(raw)
-        grant = self._cache.get(digest)
-        if grant is None:
+        cached = self._cache.get(digest)
+        if cached is None:
             # Unknown keys are not cached: guesses would fill memory, and they are rate-limited.
             row = self._reader.one("SELECT * FROM api_keys WHERE key_hash = ?", (digest,))
             if row is None:
                 return None
-            grant = self._cache[digest] = KeyGrant.from_row(row)
-        return grant
+            grant = KeyGrant.from_row(row)
+            cached = self._cache[digest] = (grant, f"key:{grant.id}", {
+                "minute": grant.rate_minute, "hour": grant.rate_hour, "day": grant.rate_day})
+        return cached
 
     def drain(self) -> list[Op]:
         """lastUsedAt/lastUsedIp since the last call, coalesced per key."""

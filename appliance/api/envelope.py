@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -19,10 +20,16 @@ PAGE_PARAMS = ("page", "limit")
 
 
 class ApiJSONResponse(JSONResponse):
-    """Starlette's JSON response, except that text which is not valid Unicode (a row stored before
-    bodies were checked) is sent \\u-escaped instead of failing the request with a 500."""
+    """Starlette's JSON response rendered by orjson (the same compact UTF-8 text, several times
+    faster). What orjson refuses goes through the json module as before: keys that are not strings,
+    integers beyond 64 bits, and text which is not valid Unicode (a row stored before bodies were
+    checked), which is sent \\u-escaped instead of failing the request with a 500."""
 
     def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            pass
         try:
             return super().render(content)
         except UnicodeEncodeError:
@@ -43,6 +50,8 @@ def error_response(exc: ApiError) -> JSONResponse:
 def check_query(request: Request, allowed: Iterable[str]) -> None:
     """400 naming the first query parameter this route does not know: a filter that is silently
     ignored answers a different question than the one asked."""
+    if not request.scope["query_string"]:
+        return
     known = set(allowed)
     unknown = sorted(name for name in request.query_params if name not in known)
     if unknown:
@@ -70,13 +79,15 @@ def pagination(page: int, limit: int, total: int) -> dict[str, int]:
 
 
 def paged(request: Request, reader: Reader, table: str, where: str, params: list[Any], order: str,
-          to_json: Callable[[Any], Any], max_limit: int = 100, default_limit: int = 20
-          ) -> tuple[list[Any], dict[str, int]]:
-    """One page of ``table`` rows matching ``where``, as JSON, with the contract's pagination."""
+          to_json: Callable[[Any], Any], max_limit: int = 100, default_limit: int = 20, columns: str = "*",
+          as_dicts: bool = False) -> tuple[list[Any], dict[str, int]]:
+    """One page of ``table`` rows matching ``where``, as JSON, with the contract's pagination.
+    ``as_dicts``: ``to_json`` gets plain dicts (faster by name) instead of ``sqlite3.Row``."""
     page, limit = page_params(request, max_limit, default_limit)
     total = reader.scalar(f"SELECT count(*) FROM {table} WHERE {where}", params)
-    rows = reader.all(f"SELECT * FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                      [*params, limit, (page - 1) * limit])
+    rows = (reader.records if as_dicts else reader.all)(
+        f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit, (page - 1) * limit])
     return [to_json(r) for r in rows], pagination(page, limit, total)
 
 

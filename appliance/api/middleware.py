@@ -2,6 +2,7 @@
 and the API call log."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -21,6 +22,16 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Keys other code puts into the ASGI scope for this middleware to read on the way out.
 RATE_HEADERS = "cix.rate_headers"
 PRINCIPAL = "cix.principal"
+
+
+_ID_PREFIX = str(uuid.uuid4())[:24]  # random per process; ids are unique, not secret
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """UUID-shaped and unique: a random prefix per process and a counter (uuid4 per request costs a
+    getrandom system call on every request)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 class _TooLarge(Exception):
@@ -81,10 +92,11 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
-                headers = list(message.get("headers", []))
+                headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", sent.encode()))
-                for name, value in scope.get(RATE_HEADERS, {}).items():
-                    headers.append((name.lower().encode(), str(value).encode()))
+                rate = scope.get(RATE_HEADERS)
+                if rate:
+                    headers += [(name.lower().encode(), str(value).encode()) for name, value in rate.items()]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -108,8 +120,12 @@ class RequestMiddleware:
 
     @staticmethod
     def _request_id(headers: dict[bytes, bytes]) -> str:
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
+        given = headers.get(b"x-request-id")
+        if given is not None:
+            text = given.decode("latin-1")
+            if _REQUEST_ID.match(text):
+                return text
+        return _new_request_id()
 
     async def _reply(self, scope: Scope, send: Send, status: int, code: str, message: str, request_id: str,
                      state: dict[str, Any], extra: dict[str, str] | None = None) -> None:

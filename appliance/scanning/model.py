@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from appliance import clock
 from appliance.scanning.lifecycle import holds_lease
@@ -15,28 +18,49 @@ PRIORITIES = ("critical", "high", "normal", "low")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
-def scan_json(row: sqlite3.Row) -> dict[str, Any]:
+# The columns scan_json reads: routes that only render scans select these, not ``*`` (fewer values to
+# convert per row).
+SCAN_COLUMNS = ("id, scan_type, name, target, target_type, status, priority, progress, options, config, tags,"
+                " timeout, asset_id, callback_url, template_id, created_at, started_at, completed_at, worker,"
+                " error_code, error_message, total, critical, high, medium, low, info")
+
+
+def scan_json(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     """The contract's scan object (§4)."""
-    started, completed = row["started_at"], row["completed_at"]
+    started, completed, status = row["started_at"], row["completed_at"], row["status"]
     data = {
         "id": row["id"], "scanType": row["scan_type"], "name": row["name"], "target": row["target"],
-        "targetType": row["target_type"], "status": row["status"], "priority": row["priority"],
-        "progress": 100 if row["status"] == "completed" else row["progress"],
-        "options": json.loads(row["options"]), "config": json.loads(row["config"]),
-        "tags": json.loads(row["tags"]), "timeout": row["timeout"], "assetId": row["asset_id"],
+        "targetType": row["target_type"], "status": status, "priority": row["priority"],
+        "progress": 100 if status == "completed" else row["progress"],
+        "options": _loads(row["options"]), "config": _loads(row["config"]),
+        "tags": _loads(row["tags"]), "timeout": row["timeout"], "assetId": row["asset_id"],
         "callbackUrl": row["callback_url"], "templateId": row["template_id"],
         "createdAt": clock.iso(row["created_at"]), "startedAt": clock.iso(started),
         "completedAt": clock.iso(completed),
         "durationMs": round((completed - started) * 1000) if started and completed else None,
         "resultSummary": summary_json(row), "worker": row["worker"],
     }
-    if row["status"] == "failed":
+    if status == "failed":
         data["error"] = {"code": row["error_code"], "message": row["error_message"]}
     return data
 
 
-def summary_json(row: sqlite3.Row) -> dict[str, int]:
-    return {"total": row["total"], **{s: row[s] for s in SEVERITIES}}
+def summary_json(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, int]:
+    return {"total": row["total"], "critical": row["critical"], "high": row["high"], "medium": row["medium"],
+            "low": row["low"], "info": row["info"]}
+
+
+def _loads(text: str) -> Any:
+    """A stored JSON column. Most are empty; the rest go through orjson, or json for what orjson
+    refuses (NaN, which json.dumps may have written)."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def finding_json(finding: Finding, scan_id: str, engine: str, finding_id: str) -> dict[str, Any]:
@@ -51,6 +75,15 @@ def finding_json(finding: Finding, scan_id: str, engine: str, finding_id: str) -
     }
 
 
+def _dumps(body: dict[str, Any]) -> str:
+    """A finding's stored text: valid JSON (orjson writes NaN as null), so that results can be sent
+    as stored. Text that is not valid Unicode is \\u-escaped by json, as before."""
+    try:
+        return orjson.dumps(body).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(body, allow_nan=False)
+
+
 def findings_op(scan_id: str, lease_id: str, engine: str, findings: list[Finding], first_seq: int) -> Op:
     """One batch of findings, stored only while ``lease_id`` holds the scan; a repeated fingerprint
     within a scan is stored once."""
@@ -59,7 +92,7 @@ def findings_op(scan_id: str, lease_id: str, engine: str, findings: list[Finding
         finding_id = clock.new_id()
         body = finding_json(finding, scan_id, engine, finding_id)
         rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[finding.severity],
-                     finding.severity, body["fingerprint"], json.dumps(body)))
+                     finding.severity, body["fingerprint"], _dumps(body)))
     return Op([holds_lease(scan_id, lease_id),
                ("INSERT OR IGNORE INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint,"
                 " body) VALUES (?,?,?,?,?,?,?)", ())], many={1: rows}, guarded=True)

@@ -35,6 +35,26 @@ class Reader:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()
 
+    def record(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        """One row as a plain dict: a name lookup in a ``sqlite3.Row`` compares column names one by
+        one, which costs more than building the dict once for a row read by many names."""
+        cursor = self.conn().cursor()
+        cursor.row_factory = None
+        values = cursor.execute(sql, params).fetchone()
+        if values is None:
+            return None
+        return dict(zip([d[0] for d in cursor.description], values, strict=True))
+
+    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as plain dicts (see :meth:`record`)."""
+        cursor = self.conn().cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(sql, params).fetchall()
+        if not rows:
+            return []
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values, strict=True)) for values in rows]
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.conn().execute(sql, params).fetchone()
         return None if row is None else row[0]

@@ -1,0 +1,307 @@
+"""Each row of the bench's table: how it is measured. A ``Setup`` carries the running servers and
+the settings of this run (quick or full); every function returns table rows (see ``Row``)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import ROOT, Appliance, Reference, rss_mib, wait_for, wrk
+
+
+@dataclass
+class Row:
+    measure: str
+    value: str  # the measured figure (a ratio, a rate, a time)
+    goal: str = ""
+    verdict: str = ""  # "met", "not met", "INVALID: ..." or "" (informative rows)
+    detail: str = ""  # absolute numbers behind the figure
+
+
+@dataclass
+class Setup:
+    work: Path
+    seconds: float  # one wrk run
+    reps: int  # A/B alternations; the median is reported
+    findings: int
+    quick: bool
+    appliances: list[Appliance] = field(default_factory=list)  # queue.workers = 0; [current, baseline?]
+    reference: Reference | None = None
+    scan_ids: dict[str, str] = field(default_factory=dict)  # appliance name -> a scan to GET
+    _key_files: dict[str, list[Path]] = field(default_factory=dict)
+
+    def keys(self, appliance: Appliance, count: int = 200) -> Path:
+        """A fresh set of ``count`` keys for one wrk run: no key reaches its 1,000/minute limit, however
+        many runs share a minute. Made ahead in bulk (one process) and handed out one set per call."""
+        pool = self._key_files.setdefault(appliance.name, [])
+        if not pool:
+            raw = appliance.tool("keys", "--count", str(count * 12)).split()
+            for start in range(0, len(raw), count):
+                path = self.work / f"keys-{appliance.name}-{time.time_ns()}-{start}.txt"
+                path.write_text("\n".join(raw[start:start + count]) + "\n")
+                pool.append(path)
+        return pool.pop()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _invalid(runs: list[dict[str, Any]]) -> str:
+    bad = sum(r["non2xx"] for r in runs)
+    errors = sum(r["errors"] for r in runs)
+    if bad or errors:
+        return f"INVALID: {bad} non-2xx, {errors} socket errors"
+    return ""
+
+
+def versus_reference(setup: Setup, label: str, path: Callable[[Appliance], str], ref_path: str,
+                     authenticated: bool, goal: float | None, p99_goal: float | None = None) -> list[Row]:
+    """Appliance route ÷ the bare reference, alternating A/B ``reps`` times; median of the ratios."""
+    assert setup.reference is not None
+    rows = []
+    ref_runs: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {a.name: [] for a in setup.appliances}
+    for _ in range(setup.reps):
+        for appliance in setup.appliances:
+            keys = setup.keys(appliance) if authenticated else None
+            runs[appliance.name].append(wrk(appliance.url + path(appliance), setup.seconds, keys=keys))
+        ref_runs.append(wrk(setup.reference.url + ref_path, setup.seconds))
+    ref_rps = median([r["rps"] for r in ref_runs])
+    for appliance in setup.appliances:
+        mine = runs[appliance.name]
+        ratio = median([m["ok_rps"] / r["rps"] for m, r in zip(mine, ref_runs, strict=True)])
+        p99 = median([m["p99_ms"] for m in mine])
+        ok = goal is None or (ratio >= goal and (p99_goal is None or p99 <= p99_goal))
+        goal_text = "" if goal is None else f">= {goal:g}" + (f", p99 <= {p99_goal:g} ms" if p99_goal else "")
+        rows.append(Row(f"{label} [{appliance.name}]", f"{ratio:.2f}x", goal_text,
+                        _invalid(mine) or ("" if goal is None else verdict(ok)),
+                        f"{median([m['ok_rps'] for m in mine]):,.0f} req/s p50 "
+                        f"{median([m['p50_ms'] for m in mine]):.1f} ms p99 {p99:.1f} ms; "
+                        f"reference {ref_rps:,.0f} req/s p99 "
+                        f"{median([r['p99_ms'] for r in ref_runs]):.1f} ms"))
+    return rows
+
+
+def submit_body(setup: Setup) -> Path:
+    path = setup.work / "scan-body.json"
+    path.write_text(json.dumps({"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "80"},
+                                "tags": ["bench"]}))
+    return path
+
+
+def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans accepted and durable",
+               goal: float | None = 1500) -> Row:
+    """wrk POSTs scans; afterwards every 2xx must be a queued row and a queue task; then all are cancelled."""
+    runs, durable = [], True
+    for _ in range(setup.reps):
+        before = json.loads(appliance.tool("counts"))
+        run = wrk(appliance.url + "/api/v1/scans", setup.seconds, keys=setup.keys(appliance), method="POST",
+                  body=submit_body(setup))
+        after = json.loads(appliance.tool("counts"))
+        accepted = run["requests"] - run["non2xx"]
+        # Requests in flight when wrk stopped may be stored without being counted: at most one per connection.
+        stored = after["scans"].get("queued", 0) - before["scans"].get("queued", 0)
+        tasks = after["queued_tasks"] - before["queued_tasks"]
+        durable &= accepted <= stored <= accepted + 64 and accepted <= tasks <= accepted + 64
+        runs.append(run)
+        appliance.tool("cancel")
+    rate = median([r["ok_rps"] for r in runs])
+    ok = goal is None or (rate >= goal and durable)
+    return Row(f"{label} [{appliance.name}]", f"{rate:,.0f}/s", "" if goal is None else f">= {goal:,.0f}/s",
+               _invalid(runs) or ("" if goal is None else verdict(ok)) or ("" if durable else "NOT durable"),
+               f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms; every 2xx a queued row and a queue task: "
+               f"{'yes' if durable else 'NO'}")
+
+
+def ingest(setup: Setup, appliance: Appliance) -> list[Row]:
+    """A remote worker (``workers add``) claims a scan and posts ``setup.findings`` findings through
+    RemoteReporter, batch by batch as ScanTask does, while wrk keeps asking for /health."""
+    import httpx
+
+    from appliance.scanning.reporter import WORKER_TOKEN_HEADER, RemoteReporter
+    from appliance.scanning.task import TaskSettings
+    from engines.base import SEVERITIES, Finding
+
+    token = json.loads(appliance.cli("workers", "add", f"bench-{time.time_ns()}", "--json"))["token"]
+    status, created = appliance.client().call("POST", "/api/v1/scans", appliance.admin_key,
+                                              {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "80"}})
+    assert status == 201, created
+    scan_id = created["data"]["id"]
+    findings = [Finding(rule_id=f"bench-rule-{i % 97}", title=f"Bench finding {i}", severity=SEVERITIES[i % 5],
+                        host="127.0.0.1", port=i % 65535 + 1, protocol="tcp", url=f"https://127.0.0.1/item/{i}",
+                        description="A finding generated by the bench. " * 4, evidence=f"evidence {i}",
+                        cve=[f"CVE-2024-{i % 9000 + 1000}"], references=["https://example.invalid/advisory"],
+                        raw={"index": i}) for i in range(setup.findings)]
+    batch = TaskSettings().batch
+    client = httpx.Client(base_url=appliance.url, verify=str(appliance.cert), timeout=60,
+                          headers={WORKER_TOKEN_HEADER: token})
+    reporter = RemoteReporter(client, "bench-worker")
+    claim = reporter.claim(_job(scan_id), str(setup.work))
+    assert claim is not None, "the worker could not claim the scan"
+    health = subprocess.Popen(["wrk", "-t", "1", "-c", "2", "-d", "600s", "-s", str(Path(__file__).parent / "lua"
+                               / "keys.lua"), appliance.url + "/health", "--", "-"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    started = time.perf_counter()
+    for first in range(0, len(findings), batch):
+        assert reporter.findings(claim, "nmap", findings[first:first + batch], first), "lease lost"
+    elapsed = time.perf_counter() - started
+    os.kill(health.pid, signal.SIGINT)
+    out, _ = health.communicate(timeout=30)
+    line = next(ln for ln in out.splitlines() if ln.startswith("BENCH "))
+    probe = json.loads(line[6:])
+    assert reporter.finish(claim, "completed")
+    client.close()
+    stored = json.loads(appliance.tool("counts"))["findings"]
+    setup.scan_ids[f"results:{appliance.name}"] = scan_id
+    rate = setup.findings / elapsed
+    p99 = probe["p99_us"] / 1000
+    return [Row(f"findings ingest, {setup.findings:,} of one scan [{appliance.name}]", f"{rate:,.0f} rows/s",
+                ">= 50,000 rows/s, /health p99 <= 50 ms",
+                verdict(rate >= 50_000 and p99 <= 50 and stored >= setup.findings),
+                f"{elapsed:.2f} s in batches of {batch}; {stored:,} rows stored; /health meanwhile: "
+                f"{probe['requests'] / (probe['duration_us'] / 1e6):,.0f} req/s, p99 {p99:.1f} ms, "
+                f"max {probe['max_us'] / 1000:.0f} ms")]
+
+
+def _job(scan_id: str) -> Any:
+    from appliance.scanning.job import Job
+
+    # What the queue would hand a worker: only the scan id matters, the claim answers the rest.
+    return Job(scan_id=scan_id, tenant_id="", scan_type="nmap", target="", target_type="ip", options={},
+               timeout=0, priority="normal")
+
+
+def results_page(setup: Setup, appliance: Appliance) -> Row:
+    scan_id = setup.scan_ids[f"results:{appliance.name}"]
+    runs = [wrk(f"{appliance.url}/api/v1/scans/{scan_id}/results?limit=1000", setup.seconds, connections=1,
+                threads=1, keys=setup.keys(appliance, 20)) for _ in range(setup.reps)]
+    p50 = median([r["p50_ms"] for r in runs])
+    return Row(f"GET /results?limit=1000, {setup.findings:,}-finding scan [{appliance.name}]", f"{p50:.1f} ms",
+               "<= 30 ms median", _invalid(runs) or verdict(p50 <= 30),
+               f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms, {median([r['rps'] for r in runs]):.0f} req/s "
+               f"(1 connection), {median([r['bytes'] / r['requests'] for r in runs]) / 1024:.0f} KiB/answer")
+
+
+def binary(setup: Setup) -> list[Row]:
+    exe = ROOT / "dist" / "cix-appliance"
+    if not exe.exists():
+        return [Row("single binary: start to first HTTPS 200 / idle RSS", "skipped", "<= 1 s / <= 120 MiB", "",
+                    "dist/cix-appliance not built (./build.sh)")]
+    starts, rss = [], []
+    for index in range(1 if setup.quick else 3):
+        app = Appliance(f"binary{index}", setup.work, command=[str(exe)], config={"queue.workers": "0"})
+        app.init()
+        began = time.perf_counter()
+        app.start()
+        starts.append(time.perf_counter() - began)
+        time.sleep(3)  # idle: start-up work (reconciler, epoch poll, first flush) is over
+        assert app.server is not None
+        rss.append(rss_mib(app.server.pid))
+        app.stop()
+    start, mem = median(starts), median(rss)
+    return [Row("single binary: start to first HTTPS 200 / idle RSS", f"{start:.2f} s / {mem:.0f} MiB",
+                "<= 1 s / <= 120 MiB", verdict(start <= 1 and mem <= 120),
+                f"starts {', '.join(f'{s:.2f}' for s in starts)} s (polling /health every 50 ms); RSS of bootloader "
+                "+ child")]
+
+
+def nmap_overhead(setup: Setup, scanner: Appliance) -> Row:
+    """One nmap scan of a loopback HTTP server through the API (submit → completed seen by polling
+    every 20 ms) against the same nmap argv run directly; alternating, median."""
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class QuietServer(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """Silent: nmap drops connections mid-request on purpose."""
+
+    server = QuietServer(("127.0.0.1", 0), Quiet)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = scanner.client()
+    direct_times, api_times = [], []
+    try:
+        for index in range(max(setup.reps, 3) if not setup.quick else 1):
+            workdir = setup.work / f"nmap-direct-{index}"
+            workdir.mkdir()
+            argv = json.loads(scanner.tool("nmap-argv", "--port", str(port), "--workdir", str(workdir)))
+            began = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True, timeout=120, stdin=subprocess.DEVNULL)
+            direct_times.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            status, body = client.call("POST", "/api/v1/scans", scanner.admin_key,
+                                       {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": str(port)}})
+            assert status == 201, body
+            scan_id = body["data"]["id"]
+
+            def done(scan_id: str = scan_id) -> Any:
+                scan = client.call("GET", f"/api/v1/scans/{scan_id}", scanner.admin_key)[1]["data"]
+                return scan if scan["status"] in ("completed", "failed", "cancelled") else None
+            scan = wait_for(done, 120, "the nmap scan", interval=0.02)
+            api_times.append(time.perf_counter() - began)
+            assert scan["status"] == "completed", scan
+    finally:
+        server.shutdown()
+        server.server_close()
+    direct, api = median(direct_times), median(api_times)
+    return Row(f"one nmap scan via the API vs direct [{scanner.name}]", f"{api:.2f} s vs {direct:.2f} s",
+               "API <= 1.05 x direct + 0.3 s", verdict(api <= 1.05 * direct + 0.3),
+               f"overhead {api - direct:+.2f} s ({api / direct:.2f}x); queue.workers = 1, polling every 20 ms")
+
+
+def reference_scale(setup: Setup, appliance_rps: float) -> list[Row]:
+    """The reference with 2 and 4 uvicorn worker processes (the appliance is one process by design)."""
+    assert setup.reference is not None
+    rows = []
+    for workers in (2, 4):
+        ref = Reference(setup.work, setup.reference.cert, setup.reference.key, setup.reference.bodies, workers)
+        ref.start()
+        try:
+            rps = median([wrk(ref.url + "/scan", setup.seconds)["rps"] for _ in range(setup.reps)])
+        finally:
+            ref.stop()
+        rows.append(Row(f"reference with {workers} uvicorn workers, GET /scan", f"{rps:,.0f} req/s", "", "",
+                        f"authenticated GET /scans/:id ÷ this: {appliance_rps / rps:.2f}x"))
+    return rows
+
+
+def post_scale(setup: Setup) -> list[Row]:
+    """POST /scans with 10k, 100k and 1M scans already stored (inserted directly before the start)."""
+    app = Appliance("scale", setup.work, config={"queue.workers": "0"})
+    app.init()
+    app.start()
+    status, body = app.client().call("POST", "/api/v1/scans", app.admin_key,
+                                     {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "80"}})
+    assert status == 201, body
+    app.stop()
+    rows, stored = [], 1
+    for size in (10_000, 100_000, 1_000_000):
+        began = time.perf_counter()
+        app.tool("seed-scans", "--count", str(size - stored))
+        seeded = time.perf_counter() - began
+        stored = size
+        app.start()
+        try:
+            row = post_scans(setup, app, f"POST /scans with {size:,} scans stored", goal=None)
+        finally:
+            app.stop()
+        row.detail += f"; seeding took {seeded:.0f} s"
+        rows.append(row)
+    return rows
