@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from appliance.api.auth import Authenticator
@@ -73,6 +74,10 @@ class Services:
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cix-enqueue")
+        self._jobs: list[tuple[Job, asyncio.Future[None]]] = []
+        self._enqueuing = False
+        self._enqueue_task: asyncio.Task[None] | None = None
 
     # -- caches invalidated by the epoch counter ---------------------------------------------------
     def policy(self, tenant_id: str) -> Policy:
@@ -114,6 +119,44 @@ class Services:
     def enqueue(self, job: Job) -> None:
         self.queue.enqueue(job)
 
+    async def enqueue_async(self, job: Job) -> None:
+        """Enqueue on the queue's own thread: Huey's storage blocks (SQLite lock, Redis round trip).
+        Jobs submitted while that thread is busy go over together, one hop for the lot (a hop costs
+        more than an enqueue when the event loop is busy). Raises what the enqueue raised."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._jobs.append((job, done))
+        if len(self._jobs) == 1 and not self._enqueuing:
+            self._enqueuing = True
+            self._enqueue_task = loop.create_task(self._enqueue_jobs())
+        await done
+
+    async def _enqueue_jobs(self) -> None:
+        try:
+            while self._jobs:
+                jobs, self._jobs = self._jobs, []
+                errors = await asyncio.get_running_loop().run_in_executor(
+                    self._enqueuer, self._enqueue_each, [job for job, _ in jobs])
+                for (_, done), error in zip(jobs, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        finally:
+            self._enqueuing = False
+
+    def _enqueue_each(self, jobs: list[Job]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for job in jobs:
+            try:
+                self.queue.enqueue(job)
+                errors.append(None)
+            except Exception as exc:  # that job's caller gets it; the others are queued
+                errors.append(exc)
+        return errors
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         conn = connect(self.config.db_path, self.config["storage.busy_timeout_ms"])
@@ -149,6 +192,7 @@ class Services:
         self.stopping.set()
         timeout = self.config["scans.kill_grace_seconds"] + 10
         await asyncio.to_thread(self.queue.stop, timeout)
+        self._enqueuer.shutdown(wait=True)
         await self.events.stop()
         await self.writer.stop()
         self.reader.close()

@@ -10,11 +10,12 @@ reach that IPv4 host, so every check sees them as the IPv4 address: otherwise an
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Union
 from urllib.parse import urlsplit
 
@@ -82,6 +83,17 @@ def _network(text: str) -> Network:
 
 def parse_target(text: object, target_type: str | None) -> Target:
     """Parse ``text`` as ``target_type`` (inferred when None); raise :class:`TargetError`."""
+    if isinstance(text, str) and len(text) <= 2048:
+        return _parse_target_cached(text, target_type)  # pipelines submit the same targets over and over
+    return _parse_target(text, target_type)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_target_cached(text: str, target_type: str | None) -> Target:
+    return _parse_target(text, target_type)  # a Target is immutable: sharing one is safe
+
+
+def _parse_target(text: object, target_type: str | None) -> Target:
     if not isinstance(text, str) or not text.strip():
         raise TargetError("target must be a non-empty string")
     if len(text) > 2048:
@@ -174,6 +186,18 @@ def parse_policy_entry(text: str) -> PolicyEntry:
 class Policy:
     allow: tuple[PolicyEntry, ...]
     deny: tuple[PolicyEntry, ...]
+    # (check, network) -> answer: a policy never changes (a new one is built on every change), and
+    # each check walks every entry with ipaddress arithmetic.
+    _memo: dict[tuple[str, Network], bool] = field(default_factory=dict, compare=False, repr=False)
+
+    def _memoized(self, check: str, net: Network, compute: Callable[[Network], bool]) -> bool:
+        key = (check, net)
+        answer = self._memo.get(key)
+        if answer is None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            answer = self._memo[key] = compute(net)
+        return answer
 
     @classmethod
     def build(cls, allow: Iterable[str], deny: Iterable[str]) -> Policy:
@@ -183,12 +207,12 @@ class Policy:
         return cls(tuple(map(parse_policy_entry, allow)), tuple(denied))
 
     def _net_denied(self, net: Network) -> bool:
-        net = as_ipv4(net)
-        return any(e.network is not None and networks_overlap(e.network, net) for e in self.deny)
+        return self._memoized("deny", net, lambda n: any(
+            e.network is not None and networks_overlap(e.network, as_ipv4(n)) for e in self.deny))
 
     def _net_allowed(self, net: Network) -> bool:
-        net = as_ipv4(net)
-        return any(e.network is not None and network_within(net, e.network) for e in self.allow)
+        return self._memoized("allow", net, lambda n: any(
+            e.network is not None and network_within(as_ipv4(n), e.network) for e in self.allow))
 
     def check_addresses(self, addresses: Iterable[Address], name_allowed: bool) -> str | None:
         """Resolved addresses: none denied, and all allowed unless the name itself was."""

@@ -1,7 +1,7 @@
 """Per-request cost without TLS, sockets or wrk: the appliance's ASGI app and the bare reference
 app called in-process, in a loop, on one thread. Low-noise figures for profiling the request path.
 
-    python bench/asgi.py [--requests N] [--profile get|list]
+    python bench/asgi.py [--requests N] [--profile get|list|post]
 """
 from __future__ import annotations
 
@@ -45,13 +45,13 @@ async def call(app: ASGIApp, request: dict[str, Any], body: bytes = b"") -> tupl
     return status, b"".join(chunks)
 
 
-async def loop(app: ASGIApp, make: Callable[[int], dict[str, Any]], count: int) -> float:
+async def loop(app: ASGIApp, make: Callable[[int], dict[str, Any]], count: int, body: bytes = b"") -> float:
     """CPU microseconds of this thread per request (CPU time, not wall time: other processes on a
     shared machine then skew it much less), every answer checked to be 2xx."""
     began = time.thread_time()
     for index in range(count):
-        status, body = await call(app, make(index))
-        assert 200 <= status < 300, (status, body[:300])
+        status, answer = await call(app, make(index), body)
+        assert 200 <= status < 300, (status, answer[:300])
     return (time.thread_time() - began) / count * 1e6
 
 
@@ -89,27 +89,30 @@ async def main(count: int, profile: str | None) -> None:
             os.environ["BENCH_REF_BODIES"] = str(bodies)
             ref = build_app()
             key_headers = [[(b"x-api-key", k.encode())] for k in keys]
-            cases: list[tuple[str, ASGIApp, Callable[[int], dict[str, Any]], int]] = [
+            post = [[(b"x-api-key", k.encode()), *hdr[1:]] for k in keys[200:]]
+            cases: list[tuple[str, ASGIApp, Callable[[int], dict[str, Any]], int, bytes]] = [
                 ("GET /scans/:id", app, lambda i: scope("GET", f"/api/v1/scans/{ids[0]}", key_headers[i % 200]),
-                 count),
-                ("reference /scan", ref, lambda i: scope("GET", "/scan", []), count),
+                 count, b""),
+                ("reference /scan", ref, lambda i: scope("GET", "/scan", []), count, b""),
                 ("GET /scans?limit=100", app, lambda i: scope("GET", "/api/v1/scans", key_headers[200 + i % 200],
-                                                              b"limit=100"), count // 10),
-                ("reference /list", ref, lambda i: scope("GET", "/list", []), count // 10),
-                ("GET /health", app, lambda i: scope("GET", "/health", []), count),
-                ("reference /health", ref, lambda i: scope("GET", "/health", []), count),
+                                                              b"limit=100"), count // 10, b""),
+                ("reference /list", ref, lambda i: scope("GET", "/list", []), count // 10, b""),
+                ("GET /health", app, lambda i: scope("GET", "/health", []), count, b""),
+                ("reference /health", ref, lambda i: scope("GET", "/health", []), count, b""),
+                ("POST /scans", app, lambda i: scope("POST", "/api/v1/scans", post[i % 200]), count // 10, submit),
             ]
             best: dict[str, float] = {}
             for _ in range(5):  # alternating rounds; the fastest round of each is its cost without noise
-                for name, target, make, n in cases:
-                    cost = await loop(target, make, n // 5)
+                for name, target, make, n, payload in cases:
+                    cost = await loop(target, make, n // 5, payload)
                     best[name] = min(best.get(name, cost), cost)
             for name, cost in best.items():
                 print(f"{name:24s} {cost:8.1f} µs/request (CPU, best of 5 alternating rounds)", flush=True)
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
-                await loop(app, cases[2 if profile == "list" else 0][2], count // (10 if profile == "list" else 1))
+                case = {"get": 0, "list": 2, "post": 6}[profile]
+                await loop(app, cases[case][2], cases[case][3], cases[case][4])
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
@@ -118,7 +121,7 @@ async def main(count: int, profile: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--profile", choices=["get", "list"], help="cProfile the appliance on this route")
+    parser.add_argument("--profile", choices=["get", "list", "post"], help="cProfile the appliance on this route")
     args = parser.parse_args()
     import uvloop
     uvloop.run(main(args.requests, args.profile))

@@ -2,14 +2,16 @@
 the settings of this run (quick or full); every function returns table rows (see ``Row``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ class Setup:
     appliances: list[Appliance] = field(default_factory=list)  # queue.workers = 0; [current, baseline?]
     reference: Reference | None = None
     scan_ids: dict[str, str] = field(default_factory=dict)  # appliance name -> a scan to GET
+    profile_dir: Path | None = None  # py-spy records the serving process during ingest and POST runs
     _key_files: dict[str, list[Path]] = field(default_factory=dict)
 
     def keys(self, appliance: Appliance, count: int = 200) -> Path:
@@ -49,6 +52,29 @@ class Setup:
                 path.write_text("\n".join(raw[start:start + count]) + "\n")
                 pool.append(path)
         return pool.pop()
+
+
+@contextlib.contextmanager
+def spy(setup: Setup, appliance: Appliance, name: str) -> Iterator[None]:
+    """py-spy on ``appliance`` while the block runs, when profiling was asked for (--profile)."""
+    if setup.profile_dir is None or appliance.server is None:
+        yield
+        return
+    from profile_summary import summarize
+
+    setup.profile_dir.mkdir(parents=True, exist_ok=True)
+    raw = setup.profile_dir / f"{name}.txt"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "250",
+                             "--threads", "-p", str(appliance.server.pid), "-o", str(raw)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        if raw.exists():
+            (setup.profile_dir / f"{name}-summary.txt").write_text(summarize(raw))
 
 
 def median(values: list[float]) -> float:
@@ -108,8 +134,9 @@ def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans acc
     runs, durable = [], True
     for _ in range(setup.reps):
         before = json.loads(appliance.tool("counts"))
-        run = wrk(appliance.url + "/api/v1/scans", setup.seconds, keys=setup.keys(appliance), method="POST",
-                  body=submit_body(setup))
+        with spy(setup, appliance, f"post-{appliance.name}"):
+            run = wrk(appliance.url + "/api/v1/scans", setup.seconds, keys=setup.keys(appliance), method="POST",
+                      body=submit_body(setup))
         after = json.loads(appliance.tool("counts"))
         accepted = run["requests"] - run["non2xx"]
         # Requests in flight when wrk stopped may be stored without being counted: at most one per connection.
@@ -151,12 +178,16 @@ def ingest(setup: Setup, appliance: Appliance) -> list[Row]:
     reporter = RemoteReporter(client, "bench-worker")
     claim = reporter.claim(_job(scan_id), str(setup.work))
     assert claim is not None, "the worker could not claim the scan"
+    # The probe: 2 connections, each asking every 10 ms (about 200 req/s) — a load balancer's or a
+    # pipeline's view of the server, not a second load competing with the ingest for the one core.
     health = subprocess.Popen(["wrk", "-t", "1", "-c", "2", "-d", "600s", "-s", str(Path(__file__).parent / "lua"
-                               / "keys.lua"), appliance.url + "/health", "--", "-"], stdout=subprocess.PIPE, text=True)
+                               / "keys.lua"), appliance.url + "/health", "--", "-", "GET", "-", "10"],
+                              stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)
     started = time.perf_counter()
-    for first in range(0, len(findings), batch):
-        assert reporter.findings(claim, "nmap", findings[first:first + batch], first), "lease lost"
+    with spy(setup, appliance, f"ingest-{appliance.name}"):
+        for first in range(0, len(findings), batch):
+            assert reporter.findings(claim, "nmap", findings[first:first + batch], first), "lease lost"
     elapsed = time.perf_counter() - started
     os.kill(health.pid, signal.SIGINT)
     out, _ = health.communicate(timeout=30)

@@ -37,7 +37,7 @@ def summarize(path: Path, top: int = 60, main_only: bool = True) -> str:
         count = int(count_text)
         frames = stack.split(";")
         thread, frames = frames[0], [_short(f) for f in frames[1:]]
-        if main_only and "MainThread" not in thread:
+        if not frames or (main_only and "MainThread" not in thread):
             continue
         total += count
         threads[thread] += count

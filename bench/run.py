@@ -85,12 +85,15 @@ def main() -> int:
     parser.add_argument("--profile", metavar="DIR", type=Path, help="also record py-spy profiles into DIR")
     parser.add_argument("--markdown", metavar="FILE", type=Path, help="also write the table to FILE")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (data dirs, server logs)")
+    parser.add_argument("--only", metavar="ROWS", help="comma-separated subset: get,list,health,post,ingest,binary,"
+                        "nmap,scale")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (bench/run.sh installs it)")
     work = Path(tempfile.mkdtemp(prefix="cix-bench-"))
     setup = Setup(work, seconds=2 if args.quick else 5, reps=1 if args.quick else 3,
                   findings=20_000 if args.quick else 100_000, quick=args.quick)
+    setup.profile_dir = args.profile
     setup.appliances.append(Appliance("now", work, config={"queue.workers": "0"}))
     if args.baseline:
         setup.appliances.append(Appliance("before", work, src=baseline_tree(args.baseline, work),
@@ -120,23 +123,35 @@ def main() -> int:
         started.append(setup.reference)
         print(header(args, setup), flush=True)
 
-        rows += measures.versus_reference(setup, "authenticated GET /scans/:id ÷ bare reference",
-                                          lambda a: f"/api/v1/scans/{setup.scan_ids[a.name]}", "/scan", True,
-                                          0.6, 25)
-        rows += measures.versus_reference(setup, "authenticated GET /scans?limit=100 ÷ bare reference",
-                                          lambda a: "/api/v1/scans?limit=100", "/list", True, 0.5)
-        rows += measures.versus_reference(setup, "unauthenticated GET /health ÷ bare reference",
-                                          lambda a: "/health", "/health", False, None)
-        for appliance in setup.appliances:
-            rows.append(measures.post_scans(setup, appliance))
-        for appliance in setup.appliances:
-            rows += measures.ingest(setup, appliance)
-            rows.append(measures.results_page(setup, appliance))
-        rows += measures.binary(setup)
-        rows.append(measures.nmap_overhead(setup, scanner))
-        if not args.quick:
-            get_rps = float(rows[0].detail.split(" req/s")[0].replace(",", ""))
-            rows += measures.reference_scale(setup, get_rps)
+        only = set(args.only.split(",")) if args.only else None
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+        if wanted("get"):
+            rows += measures.versus_reference(setup, "authenticated GET /scans/:id ÷ bare reference",
+                                              lambda a: f"/api/v1/scans/{setup.scan_ids[a.name]}", "/scan", True,
+                                              0.6, 25)
+        if wanted("list"):
+            rows += measures.versus_reference(setup, "authenticated GET /scans?limit=100 ÷ bare reference",
+                                              lambda a: "/api/v1/scans?limit=100", "/list", True, 0.5)
+        if wanted("health"):
+            rows += measures.versus_reference(setup, "unauthenticated GET /health ÷ bare reference",
+                                              lambda a: "/health", "/health", False, None)
+        if wanted("post"):
+            for appliance in setup.appliances:
+                rows.append(measures.post_scans(setup, appliance))
+        if wanted("ingest"):
+            for appliance in setup.appliances:
+                rows += measures.ingest(setup, appliance)
+                rows.append(measures.results_page(setup, appliance))
+        if wanted("binary"):
+            rows += measures.binary(setup)
+        if wanted("nmap"):
+            rows.append(measures.nmap_overhead(setup, scanner))
+        if not args.quick and wanted("scale"):
+            get_rps = float(rows[0].detail.split(" req/s")[0].replace(",", "")) if wanted("get") else 0.0
+            if get_rps:
+                rows += measures.reference_scale(setup, get_rps)
             rows += measures.post_scale(setup)
         if args.profile:
             profile(setup, setup.appliances[0], args.profile)

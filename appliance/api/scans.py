@@ -45,10 +45,13 @@ def _scan_row(request: Request, tenant_id: str) -> dict[str, Any]:
     scan_id = request.path_params["scan_id"]
     if not _SCAN_ID.match(scan_id):  # scan ids are lower-case UUIDs: anything else is no scan
         raise _NOT_FOUND
-    row = services_of(request).reader.record(f"SELECT {model.SCAN_COLUMNS} FROM scans WHERE id = ? AND tenant_id = ?",
-                                             (scan_id, tenant_id))
-    wanted = request.query_params.get("scanType")
-    if row is None or (wanted is not None and wanted != row["scan_type"]):
+    values = services_of(request).reader.values(f"SELECT {model.SCAN_COLUMNS} FROM scans"
+                                                " WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
+    if values is None:
+        raise _NOT_FOUND
+    row = dict(zip(model.SCAN_FIELDS, values, strict=True))
+    wanted = request.query_params.get("scanType") if request.scope["query_string"] else None
+    if wanted is not None and wanted != row["scan_type"]:
         raise _NOT_FOUND
     return row
 
@@ -58,20 +61,24 @@ async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_i
     """The one submission path, for ``POST /scans`` and template launches: validation, target
     authorization and routing, callback egress and quota, the queued row, the queue task."""
     row, target = parse_scan(data, grant, services.engines, services.config["scans.max_timeout_seconds"])
-    problem, addresses = await asyncio.to_thread(services.dispatcher.vet, grant.tenant_id, target, row["scan_type"])
+    tenant_id, scan_type = grant.tenant_id, row["scan_type"]
+    if services.dispatcher.needs_lookup(target, scan_type):
+        problem, addresses = await asyncio.to_thread(services.dispatcher.vet, tenant_id, target, scan_type)
+    else:  # a literal address: microseconds of CPU, no DNS
+        problem, addresses = services.dispatcher.vet(tenant_id, target, scan_type)
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
     row["zone"] = services.dispatcher.route(target, addresses)
     row["template_id"] = template_id
     if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
         raise services.events.quota_refused(grant.tenant_id)
-    stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
+    stored = services.reader.record("SELECT * FROM scans WHERE id = ?", (row["id"],))
     assert stored is not None  # committed above, and scans are never deleted
     # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
     # between the two writes leaves a queued scan without a task, which the reconciler enqueues; so
     # does a failed enqueue here: the scan is stored, and a 500 would make the client submit it twice.
     try:
-        await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
+        await services.enqueue_async(services.dispatcher.job(stored, addresses))
     except Exception:
         log.exception("enqueue of scan %s failed; the reconciler will enqueue it", row["id"])
     return model.scan_json(stored)
@@ -110,7 +117,7 @@ async def list_scans(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:list")
     where, params = _filters(request, grant.tenant_id)
     items, pages = paged(request, services.reader, "scans", where, params, "created_at DESC, id",
-                         model.scan_json, columns=model.SCAN_COLUMNS, as_dicts=True)
+                         model.scan_json_values, columns=model.SCAN_COLUMNS, as_values=True)
     return ok(items, pagination=pages)
 
 
@@ -140,7 +147,7 @@ async def scan_results(request: Request) -> JSONResponse:
     where, params = _result_filters(request, row["id"])
     # Each finding is sent as stored (valid JSON, written by model.findings_op): no parse and re-render.
     findings, pages = paged(request, services.reader, "findings", where, params, "severity_rank, seq",
-                            lambda r: r["body"], max_limit=1000, default_limit=100, columns="body", as_dicts=True)
+                            lambda r: r[0], max_limit=1000, default_limit=100, columns="body", as_values=True)
     data = {"scanId": row["id"], "scanType": row["scan_type"], "status": row["status"],
             "summary": model.summary_json(row), "findings": orjson.Fragment("[" + ",".join(findings) + "]")}
     return ok(data, pagination=pages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
@@ -25,23 +26,37 @@ SCAN_COLUMNS = ("id, scan_type, name, target, target_type, status, priority, pro
                 " error_code, error_message, total, critical, high, medium, low, info")
 
 
+SCAN_FIELDS = tuple(c.strip() for c in SCAN_COLUMNS.split(","))
+_SCAN_VALUES = operator.itemgetter(*SCAN_FIELDS)
+
+
 def scan_json(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     """The contract's scan object (§4)."""
-    started, completed, status = row["started_at"], row["completed_at"], row["status"]
+    return scan_json_values(_SCAN_VALUES(row))
+
+
+def scan_json_values(values: tuple[Any, ...]) -> dict[str, Any]:
+    """The contract's scan object from the values of ``SELECT {SCAN_COLUMNS}``, in that order (the
+    list routes read plain tuples: no name lookups per row)."""
+    (scan_id, scan_type, name, target, target_type, status, priority, progress, options, config, tags, timeout,
+     asset_id, callback_url, template_id, created_at, started_at, completed_at, worker, error_code, error_message,
+     total, critical, high, medium, low, info) = values
     data = {
-        "id": row["id"], "scanType": row["scan_type"], "name": row["name"], "target": row["target"],
-        "targetType": row["target_type"], "status": status, "priority": row["priority"],
-        "progress": 100 if status == "completed" else row["progress"],
-        "options": _loads(row["options"]), "config": _loads(row["config"]),
-        "tags": _loads(row["tags"]), "timeout": row["timeout"], "assetId": row["asset_id"],
-        "callbackUrl": row["callback_url"], "templateId": row["template_id"],
-        "createdAt": clock.iso(row["created_at"]), "startedAt": clock.iso(started),
-        "completedAt": clock.iso(completed),
-        "durationMs": round((completed - started) * 1000) if started and completed else None,
-        "resultSummary": summary_json(row), "worker": row["worker"],
+        "id": scan_id, "scanType": scan_type, "name": name, "target": target,
+        "targetType": target_type, "status": status, "priority": priority,
+        "progress": 100 if status == "completed" else progress,
+        "options": _loads(options), "config": _loads(config),
+        "tags": _loads(tags), "timeout": timeout, "assetId": asset_id,
+        "callbackUrl": callback_url, "templateId": template_id,
+        "createdAt": clock.iso(created_at), "startedAt": clock.iso(started_at),
+        "completedAt": clock.iso(completed_at),
+        "durationMs": round((completed_at - started_at) * 1000) if started_at and completed_at else None,
+        "resultSummary": {"total": total, "critical": critical, "high": high, "medium": medium, "low": low,
+                          "info": info},
+        "worker": worker,
     }
     if status == "failed":
-        data["error"] = {"code": row["error_code"], "message": row["error_message"]}
+        data["error"] = {"code": error_code, "message": error_message}
     return data
 
 
@@ -88,8 +103,7 @@ def findings_op(scan_id: str, lease_id: str, engine: str, findings: list[Finding
     """One batch of findings, stored only while ``lease_id`` holds the scan; a repeated fingerprint
     within a scan is stored once."""
     rows = []
-    for offset, finding in enumerate(findings):
-        finding_id = clock.new_id()
+    for offset, (finding, finding_id) in enumerate(zip(findings, clock.new_ids(len(findings)), strict=True)):
         body = finding_json(finding, scan_id, engine, finding_id)
         rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[finding.severity],
                      finding.severity, body["fingerprint"], _dumps(body)))

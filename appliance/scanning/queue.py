@@ -16,6 +16,7 @@ JSON. Huey deletes a task when it dequeues it, so the scan table, not the queue,
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -133,6 +134,8 @@ class ScanQueue:
         self._run_job = run_job
         self._queues: dict[str, tuple[Huey, TaskWrapper]] = {}
         self._lock = threading.Lock()
+        self._enqueue_lock: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if backend.blocking else threading.Lock())
         self._consumers: list[EmbeddedConsumer] = []
         self._slots = threading.BoundedSemaphore(1)
         self._engine_slots: dict[str, threading.BoundedSemaphore] = {}
@@ -148,10 +151,13 @@ class ScanQueue:
     def enqueue(self, job: Job, delay: float | None = None) -> None:
         _, task = self._queue(job.zone, job.scan_type)
         priority = HUEY_PRIORITY[job.priority]
-        if delay:
-            task.schedule((job.to_dict(),), delay=delay, priority=priority)
-        else:
-            task(job.to_dict(), priority=priority)
+        # SQLite storage: one enqueue at a time per process. Threads racing for queue.db's write lock
+        # would sleep in SQLite's busy handler (milliseconds each) instead of waiting their turn.
+        with self._enqueue_lock:
+            if delay:
+                task.schedule((job.to_dict(),), delay=delay, priority=priority)
+            else:
+                task(job.to_dict(), priority=priority)
 
     def pending_ids(self, zone: str, engine: str) -> set[str]:
         """Scan ids with a task waiting in one queue or its schedule."""

@@ -30,7 +30,7 @@ def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for op in ops:
-            results.append(_apply_one(conn, op))
+            results.append(apply_one(conn, op))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -38,7 +38,8 @@ def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
     return results
 
 
-def _apply_one(conn: sqlite3.Connection, op: Op) -> int:
+def apply_one(conn: sqlite3.Connection, op: Op) -> int:
+    """One op on a connection already in a transaction; its first statement's rowcount."""
     first = -1
     for index, (sql, params) in enumerate(op.statements):
         cursor = conn.executemany(sql, op.many[index]) if index in op.many else conn.execute(sql, params)

@@ -35,25 +35,26 @@ class Reader:
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()
 
+    def values(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """One row as a plain tuple, in the order of the SELECT: a name lookup in a ``sqlite3.Row``
+        compares column names one by one, which costs more than the query on hot routes."""
+        cursor = self.conn().cursor()
+        cursor.row_factory = None
+        row: tuple[Any, ...] | None = cursor.execute(sql, params).fetchone()
+        return row
+
     def record(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        """One row as a plain dict: a name lookup in a ``sqlite3.Row`` compares column names one by
-        one, which costs more than building the dict once for a row read by many names."""
+        """One row as a plain dict, for a row read by many names (see :meth:`values`)."""
         cursor = self.conn().cursor()
         cursor.row_factory = None
         values = cursor.execute(sql, params).fetchone()
-        if values is None:
-            return None
-        return dict(zip([d[0] for d in cursor.description], values, strict=True))
+        return None if values is None else dict(zip([d[0] for d in cursor.description], values, strict=True))
 
-    def records(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as plain dicts (see :meth:`record`)."""
+    def all_values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples (see :meth:`values`)."""
         cursor = self.conn().cursor()
         cursor.row_factory = None
-        rows = cursor.execute(sql, params).fetchall()
-        if not rows:
-            return []
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, values, strict=True)) for values in rows]
+        return cursor.execute(sql, params).fetchall()
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.conn().execute(sql, params).fetchone()

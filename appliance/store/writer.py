@@ -4,23 +4,30 @@ Callers hand over :class:`~appliance.store.ops.Op` lists; the writer applies wha
 in one ``BEGIN IMMEDIATE`` transaction (each op in its own savepoint, so one bad op fails alone) and
 answers each caller only after COMMIT. Bookkeeping (call log, lastUsedAt, rate counters) is
 ``buffer``-ed and flushed about once a second, never written on the request path.
+
+A batch is applied by one call into the writer's own thread (stdlib ``sqlite3``): one hop between
+the event loop and the thread per transaction, not one per statement — under load, every hop waits
+for the busy event loop to come round.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import aiosqlite
 
 from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
-from appliance.store import functions
-from appliance.store.ops import Op
+from appliance.store.db import connect
+from appliance.store.ops import Op, apply_one
 
 log = logging.getLogger(__name__)
 _BATCH = 200
+
+
+_Batch = list[tuple[Sequence[Op], "asyncio.Future[list[int]] | None"]]
 
 
 class Writer:
@@ -31,7 +38,8 @@ class Writer:
         self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future[list[int]] | None]] = asyncio.Queue()
         self._buffer: list[Op] = []
         self._sources: list[Callable[[], list[Op]]] = []
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cix-writer")
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # Why writes fail right now ("database or disk is full"), else None; /health reports it.
@@ -39,12 +47,8 @@ class Writer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._conn = await aiosqlite.connect(str(self._path), isolation_level=None)
-        for pragma in (f"busy_timeout = {self._busy_timeout_ms}", "journal_mode = WAL",
-                       "synchronous = NORMAL", "foreign_keys = ON"):
-            await self._conn.execute(f"PRAGMA {pragma}")
-        for name, arity, fn in functions.FUNCTIONS:
-            await self._conn.create_function(name, arity, fn, deterministic=True)
+        # WAL, synchronous=NORMAL, foreign keys, busy timeout and the SQL functions, as every connection.
+        self._conn = await self._loop.run_in_executor(self._thread, connect, self._path, self._busy_timeout_ms)
         self._tasks = [asyncio.create_task(self._run(), name="writer"),
                        asyncio.create_task(self._flush_periodically(), name="writer-flush")]
 
@@ -57,7 +61,9 @@ class Writer:
         self._tasks[0].cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._conn is not None:
-            await self._conn.close()
+            assert self._loop is not None
+            await self._loop.run_in_executor(self._thread, self._conn.close)
+        self._thread.shutdown(wait=True)
 
     # -- submitting ------------------------------------------------------------------------------
     async def write(self, *ops: Op) -> list[int]:
@@ -110,43 +116,48 @@ class Writer:
             self.flush()
 
     async def _run(self) -> None:
+        assert self._loop is not None
         while True:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._apply(batch)
+                outcomes, committed = await self._loop.run_in_executor(self._thread, self._apply, batch)
+                self._answer(batch, outcomes, committed)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _apply(self, batch: list[tuple[Sequence[Op], asyncio.Future[list[int]] | None]]) -> None:
+    def _apply(self, batch: _Batch) -> tuple[list[list[int] | BaseException], bool]:
+        """In the writer thread: the whole batch in one transaction, each caller's ops in a savepoint."""
         conn = self._conn
         assert conn is not None
         outcomes: list[list[int] | BaseException] = []
-        committed = False
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             for ops, _ in batch:
-                await conn.execute("SAVEPOINT w")
+                conn.execute("SAVEPOINT w")
                 try:
-                    outcomes.append([await self._apply_one(conn, op) for op in ops])
-                    await conn.execute("RELEASE w")
+                    outcomes.append([self._apply_one(conn, op) for op in ops])
+                    conn.execute("RELEASE w")
                 except Exception as exc:  # one bad op fails its caller, not the batch
-                    await conn.execute("ROLLBACK TO w")
-                    await conn.execute("RELEASE w")
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
                     outcomes.append(exc)
-            await conn.execute("COMMIT")
-            committed = True
+            conn.execute("COMMIT")
+            return outcomes, True
         except Exception as exc:
             if not is_disk_full(exc):
                 log.exception("write batch failed")
             try:
                 if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
             except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
                 log.exception("rollback after a failed write batch failed")
-            outcomes = [exc] * len(batch)
+            return [exc] * len(batch), False
+
+    def _answer(self, batch: _Batch, outcomes: list[list[int] | BaseException], committed: bool) -> None:
+        """On the event loop: the health state, then each caller's result."""
         outcomes = [StorageFull() if isinstance(o, BaseException) and is_disk_full(o) else o for o in outcomes]
         full = any(isinstance(o, StorageFull) for o in outcomes)
         if full and self.problem is None:
@@ -165,16 +176,5 @@ class Writer:
                 else:
                     future.set_result(outcome)
 
-    @staticmethod
-    async def _apply_one(conn: aiosqlite.Connection, op: Op) -> int:
-        first = -1
-        for index, (sql, params) in enumerate(op.statements):
-            if index in op.many:
-                cursor = await conn.executemany(sql, op.many[index])
-            else:
-                cursor = await conn.execute(sql, params)
-            if index == 0:
-                first = cursor.rowcount
-                if op.guarded and first == 0:
-                    return 0
-        return first
+    # The seam tests replace to make every write fail (a full disk).
+    _apply_one = staticmethod(apply_one)

@@ -1,12 +1,13 @@
 -- wrk script: each request carries the next API key of a file (round-robin), and the run ends with one
 -- JSON line on stdout that bench/wrk.py reads (requests, duration, latency percentiles, errors).
---   wrk -s bench/lua/keys.lua URL -- KEYS_FILE [METHOD] [BODY_FILE]
--- KEYS_FILE "-" sends no key (unauthenticated routes).
+--   wrk -s bench/lua/keys.lua URL -- KEYS_FILE [METHOD] [BODY_FILE|-] [DELAY_MS]
+-- KEYS_FILE "-" sends no key (unauthenticated routes); DELAY_MS paces each connection (a probe, not a load).
 local keys = {}
 local counter = 0
 local method = "GET"
 local body = nil
 local headers = {}
+local pause = 0
 
 function init(args)
   if args[1] and args[1] ~= "-" then
@@ -15,7 +16,8 @@ function init(args)
     end
   end
   method = args[2] or "GET"
-  if args[3] then
+  pause = tonumber(args[4] or "0")
+  if args[3] and args[3] ~= "-" then
     local fh = io.open(args[3], "rb")
     body = fh:read("*a")
     fh:close()
@@ -31,6 +33,10 @@ function request()
     headers["X-API-Key"] = keys[(counter % #keys) + 1]
   end
   return wrk.format(method, nil, headers, body)
+end
+
+function delay()
+  return pause
 end
 
 function done(summary, latency, requests)

@@ -133,7 +133,7 @@ async def test_500_to_an_authenticated_request_carries_rate_limit_headers(client
 async def test_full_disk_is_503_with_retry_after_and_health_degraded(client, monkeypatch, failure):
     real = Writer._apply_one
 
-    async def full(conn, op):
+    def full(conn, op):
         raise failure
 
     assert (await client.get("/health")).json() == {"status": "ok"}
