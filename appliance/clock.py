@@ -38,14 +38,21 @@ def new_id(prefix: str = "") -> str:
 
 
 def new_ids(count: int) -> list[str]:
-    """``count`` random (version 4) UUIDs from one read of the system's random source: ``new_id``
-    per finding made a system call per row of a findings batch."""
-    data = os.urandom(16 * count)
+    """``count`` time-ordered UUIDs (version 7 layout: 48-bit milliseconds, then a random start
+    counted up). Findings are inserted in id order then, at the end of the primary-key index, instead
+    of at random places all over it; and one read of the random source serves a whole batch."""
+    ms = int(time.time() * 1000) & _MS_MASK
+    start = int.from_bytes(os.urandom(10), "big") & _RAND_MASK
     ids = []
-    for offset in range(0, 16 * count, 16):
-        h = data[offset:offset + 16].hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    for offset in range(count):
+        rand = (start + offset) & _RAND_MASK
+        h = f"{(ms << 80) | _VERSION_7 | (rand >> 62) << 64 | _VARIANT | (rand & _LOW_MASK):032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return ids
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant bits 10xx
+_MS_MASK = (1 << 48) - 1
+_RAND_MASK = (1 << 74) - 1  # 12 bits after the version nibble, 62 after the variant bits
+_LOW_MASK = (1 << 62) - 1
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0b10 << 62

@@ -149,12 +149,16 @@ class Services:
 
     def _enqueue_each(self, jobs: list[Job]) -> list[Exception | None]:
         errors: list[Exception | None] = []
-        for job in jobs:
-            try:
-                self.queue.enqueue(job)
-                errors.append(None)
-            except Exception as exc:  # that job's caller gets it; the others are queued
-                errors.append(exc)
+        try:
+            with self.queue.batching():  # one queue.db transaction for the lot
+                for job in jobs:
+                    try:
+                        self.queue.enqueue(job)
+                        errors.append(None)
+                    except Exception as exc:  # that job's caller gets it; the others are queued
+                        errors.append(exc)
+        except Exception as exc:  # the commit failed: none is queued (the reconciler queues them)
+            return [exc] * len(jobs)
         return errors
 
     # -- lifecycle ---------------------------------------------------------------------------------

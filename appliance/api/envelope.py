@@ -113,13 +113,17 @@ async def read_json(request: Request, empty_ok: bool = False) -> Any:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")  # orjson reads integers beyond 64 bits as floats; json keeps them
+# orjson reads integers beyond 64 bits (20 digits and more) as floats; json keeps them exact. A body
+# with a run of 20 digits anywhere goes to json: digits are mapped to "0" and the run searched (a
+# regex scanning every digit position costs ten times more).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 20
 
 
 def _parse(body: bytes) -> tuple[Any, bool]:
     """``(data, True)`` when orjson accepts the body (most bodies; several times faster), else the json
     module's result or error, which is the answer (NaN, big integers, UTF-16, deep nesting)."""
-    if not _LONG_NUMBER.search(body):
+    if _LONG_RUN not in body.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(body), True
         except orjson.JSONDecodeError:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from huey import Huey
@@ -40,12 +40,44 @@ TASK_NAME = "run_scan"
 
 
 class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no type information
-    """Huey's SQLite storage in WAL mode with ``synchronous=NORMAL``, like the main database."""
+    """Huey's SQLite storage in WAL mode with ``synchronous=NORMAL``, like the main database; and
+    :meth:`batch`, which puts several enqueues in one transaction."""
+
+    _batching: int | None = None  # the thread whose batch transaction is open
 
     def _create_connection(self):  # type: ignore[no-untyped-def]
         conn = super()._create_connection()
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes of this thread inside the block share one transaction: one lock, one commit."""
+        with self.lock:
+            conn = self.conn
+            conn.execute(self.begin_sql)
+            self._batching = threading.get_ident()
+            try:
+                yield
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            finally:
+                self._batching = None
+
+    @contextlib.contextmanager
+    def db(self, commit: bool = False, close: bool = False) -> Iterator[Any]:
+        if self._batching == threading.get_ident():  # inside batch(): its lock and transaction hold
+            cursor = self.conn.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
+        with super().db(commit=commit, close=close) as cursor:
+            yield cursor
 
 
 class JsonSerializer(Serializer):  # type: ignore[misc]  # huey ships no type information
@@ -135,7 +167,9 @@ class ScanQueue:
         self._queues: dict[str, tuple[Huey, TaskWrapper]] = {}
         self._lock = threading.Lock()
         self._enqueue_lock: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if backend.blocking else threading.Lock())
+            contextlib.nullcontext() if backend.blocking else threading.RLock())
+        self._batch: contextlib.ExitStack | None = None  # open by batching(), on the thread holding the lock
+        self._batched: set[int] = set()  # storages (by id) whose batch transaction is open
         self._consumers: list[EmbeddedConsumer] = []
         self._slots = threading.BoundedSemaphore(1)
         self._engine_slots: dict[str, threading.BoundedSemaphore] = {}
@@ -154,10 +188,30 @@ class ScanQueue:
         # SQLite storage: one enqueue at a time per process. Threads racing for queue.db's write lock
         # would sleep in SQLite's busy handler (milliseconds each) instead of waiting their turn.
         with self._enqueue_lock:
+            storage = task.huey.storage
+            if self._batch is not None and isinstance(storage, WalSqliteStorage) and id(storage) not in self._batched:
+                self._batch.enter_context(storage.batch())
+                self._batched.add(id(storage))
             if delay:
                 task.schedule((job.to_dict(),), delay=delay, priority=priority)
             else:
                 task(job.to_dict(), priority=priority)
+
+    @contextlib.contextmanager
+    def batching(self) -> Iterator[None]:
+        """Enqueues of this thread inside the block are committed together at its end (SQLite
+        storage: one transaction per queue instead of one per job); the lock is held meanwhile."""
+        with self._enqueue_lock:
+            if self.backend.blocking or self._batch is not None:
+                yield
+                return
+            with contextlib.ExitStack() as stack:
+                self._batch = stack
+                try:
+                    yield
+                finally:
+                    self._batch = None
+                    self._batched.clear()
 
     def pending_ids(self, zone: str, engine: str) -> set[str]:
         """Scan ids with a task waiting in one queue or its schedule."""
