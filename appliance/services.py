@@ -31,7 +31,7 @@ class Services:
         self.calls = CallLog()
         self.auth = Authenticator(self.reader, self.limiter, config["server.trusted_proxies"],
                                   config["ratelimit.failed_auth_per_minute"])
-        self.engines = build_registry(config["engines.paths"])
+        self.engines = build_registry(config["engines.paths"], config.engine_data_dir, config.engine_settings())
         self.worker = ScanWorker(self)
         self.queue = ScanQueue(make_huey(config), self.worker.execute)
         self.reconciler = Reconciler(self)

@@ -38,7 +38,9 @@ def _scan_row(request: Request, tenant_id: str):
 async def create_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:create")
     row, target = parse_scan(await read_json(request), grant, services.engines)
-    problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target)
+    # Engines that never connect to the target (OSINT, trivy) are vetted by name or path, not by DNS.
+    problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target,
+                                      services.engines[row["scan_type"]].connects_to_target)
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
     await services.writer.write(model.insert_op(row))

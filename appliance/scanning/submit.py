@@ -11,11 +11,13 @@ from urllib.parse import urlsplit
 
 from appliance import clock
 from appliance.apikeys import KeyGrant
+from appliance.engine_data import require_engine_data
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning.model import PRIORITIES
-from appliance.targets import TARGET_TYPES, Target, TargetError, parse_target
+from appliance.targets import Target, TargetError, parse_target
 from appliance.validate import Body, check_int
 from engines.base import Engine, OptionError, Scanner
+from engines.registry import target_types
 
 FIELDS = ("target", "scanType", "name", "targetType", "priority", "options", "config", "tags",
           "timeout", "assetId", "callbackUrl")
@@ -36,10 +38,10 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tu
     if not isinstance(engine, Engine) or not found.available:
         raise ApiError(503, "ENGINE_UNAVAILABLE", f"{scan_type} is not available on this appliance: "
                        + "; ".join(found.missing))
-    target_type = body.string("targetType", choices=TARGET_TYPES)
+    target_type = body.string("targetType", choices=target_types(engines))
     target_text = body.string("target", required=True, max_length=2048)
     try:
-        target = parse_target(target_text, target_type)
+        target = parse_target(target_text, target_type or engine.infer_target_type(target_text or ""))
     except TargetError as exc:
         raise ValidationError("target", str(exc), "INVALID_TARGET") from None
     if target.type not in engine.target_types:
@@ -49,6 +51,7 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tu
         options = engine.validate(body.mapping("options") or {})
     except OptionError as exc:
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
+    require_engine_data(engine, options)
     config = _engine_config(body.mapping("config") or {})
     timeout = body.integer("timeout", 30, 86400) or config.get("timeoutSeconds") or engine.default_timeout
     now = clock.now()

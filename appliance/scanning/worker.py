@@ -71,14 +71,14 @@ class ScanWorker:
             return self._finish(scan_id, "failed", "ENGINE_UNAVAILABLE", f"{row['scan_type']} is not available")
         # The submit-time check again, with the policy and DNS of now.
         target = parse_target(row["target"], row["target_type"])
-        problem, addresses = self.s.policy(row["tenant_id"]).vet(target)
+        problem, addresses = self.s.policy(row["tenant_id"]).vet(target, engine.connects_to_target)
         if problem:
             return self._finish(scan_id, "failed", "TARGET_NOT_ALLOWED", problem)
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, mode=0o700)
         spec = ScanSpec(scan_id, row["target"], row["target_type"], json.loads(row["options"]),
                         row["timeout"], workdir, engine.probe().path or engine.binary,
-                        tuple(str(a) for a in addresses))
+                        tuple(str(a) for a in addresses), engine.data_dir)
         config = json.loads(row["config"])
         result = self._execute(engine, spec)
         stored = self._store(scan_id, engine.name, engine.parse(spec), config.get("maxFindings"))
