@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install.sh
 bash build.sh
+bash build.sh engines
 exec .venv/bin/python -m pytest "$@"

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from engines.base import DataStatus, Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
-from engines.nuclei_report import parse_file
+from engines.nuclei_report import events, parse_file
 from engines.offline_data import bundle_status, current_bundle
 
 REPORT = "nuclei.jsonl"
@@ -109,7 +109,8 @@ class NucleiEngine(Engine):
     def run(self, spec: ScanSpec, control: RunControl) -> RunResult:
         config = spec.workdir / ".config" / "nuclei"
         config.mkdir(parents=True, exist_ok=True)
-        (config / ".nuclei-ignore").touch()  # else nuclei logs a stack trace looking for it
+        # Else nuclei logs a stack trace looking for it; nothing is ignored: the operator chose the bundle.
+        (config / ".nuclei-ignore").write_text("tags: []\nfiles: []\n")
         return control.execute(self.build_argv(spec))
 
     def build_argv(self, spec: ScanSpec) -> list[str]:
@@ -159,8 +160,8 @@ class NucleiEngine(Engine):
             return Outcome(False, "ENGINE_ERROR", f"nuclei did not finish (exit {returncode})")
         if "Templates loaded for current scan: 0" in text or "no templates provided for scan" in text.lower():
             return Outcome(False, "ENGINE_ERROR", "no template of the imported bundle matched the options")
-        if stats and int(stats.get("requests", 0) or 0) > 0 and stats.get("errors") == stats.get("requests") \
-                and not (spec.workdir / REPORT).exists():
+        requests, errors = (int(stats.get(k, 0) or 0) for k in ("requests", "errors")) if stats else (0, 0)
+        if 0 < requests <= errors and next(events(spec.workdir / REPORT), None) is None:  # retries count too
             return Outcome(False, "ENGINE_ERROR", f"every request to {spec.target} failed: target unreachable")
         return Outcome(True)
 
