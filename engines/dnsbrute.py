@@ -38,9 +38,10 @@ class BruteResult:
     wildcard: tuple[str, ...] = ()
 
 
-def make_resolver(server: str) -> dns.resolver.Resolver:
+def make_resolver(server: str, port: int = 53) -> dns.resolver.Resolver:
     resolver = dns.resolver.Resolver(configure=False)  # never /etc/resolv.conf: only the configured server
     resolver.nameservers = [server]
+    resolver.port = port
     resolver.lifetime = QUERY_LIFETIME
     resolver.timeout = QUERY_LIFETIME
     resolver.cache = None
@@ -68,10 +69,10 @@ def lookup(resolver: dns.resolver.Resolver, name: str) -> tuple[list[str] | None
 
 def brute_force(domain: str, words: Iterable[str], server: str, out: Path, should_stop: Callable[[], bool],
                 seconds_left: Callable[[], float], progress: Callable[[int], None] | None = None,
-                total: int | None = None, workers: int = WORKERS) -> BruteResult:
+                total: int | None = None, workers: int = WORKERS, port: int = 53) -> BruteResult:
     """Ask ``server`` for every ``<word>.<domain>``; one JSON line per name found is appended to ``out``,
     and a last ``{"done": ...}`` line when every word was asked."""
-    resolver = make_resolver(server)
+    resolver = make_resolver(server, port)
     result = BruteResult()
     wildcard, _ = lookup(resolver, f"cix-{secrets.token_hex(8)}.{domain}")
     result.wildcard = tuple(wildcard or ())

@@ -65,9 +65,10 @@ def to_finding(event: dict[str, Any], rename: tuple[str, str] | None = None, hos
         port = int(event["port"]) if event.get("port") else None
     except (TypeError, ValueError):
         port = None
-    tail = str(event.get("host") or "").rsplit(":", 1)
-    if port is None and len(tail) == 2 and tail[1].isdigit() and "://" not in tail[0]:
-        port = int(tail[1])
+    for hostport in (event.get("host"), event.get("matched-at")):  # network/ssl events: "name:port"
+        tail = str(hostport or "").rsplit(":", 1)
+        if port is None and len(tail) == 2 and tail[1].isdigit() and "://" not in tail[0]:
+            port = int(tail[1])
     cves = [c.upper() for c in _ids(classification.get("cve-id"))] or extract_cves(info.get("name"))
     cwes = [c.upper() for c in _ids(classification.get("cwe-id"))]
     cvss = None
@@ -86,7 +87,10 @@ def to_finding(event: dict[str, Any], rename: tuple[str, str] | None = None, hos
     return Finding(
         f"nuclei.{template}" + (f".{matcher}" if matcher else ""), str(info.get("name") or template),
         SEVERITY.get(str(info.get("severity") or "").lower(), "info"), host=where, ip=ip, port=port,
-        protocol=event.get("type") or None, url=str(url) if url else None, cve=cves, cwe=cwes, cvss=cvss,
+        protocol=event.get("type") or None, url=str(url) if url else None,
+        # Without a matcher name, an extractor-only template (tls-version) tells its results apart by value.
+        parameter=None if matcher or not event.get("extracted-results") else ",".join(
+            map(str, event["extracted-results"]))[:200], cve=cves, cwe=cwes, cvss=cvss,
         description=info.get("description") or None, evidence="\n".join(evidence)[:EVIDENCE_MAX] or None,
         remediation=info.get("remediation") or None, references=refs,
         raw={"templateId": template, "tags": info.get("tags"), "author": info.get("author"),

@@ -1,0 +1,37 @@
+"""Migration 3: `theharvester` (never a contract name) becomes `harvester` in scans and key restrictions."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from appliance.store.db import _statements
+from appliance.store.schema import MIGRATIONS
+from appliance.store import migrate
+
+
+def test_theharvester_is_renamed(tmp_path):
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for number, script in enumerate(MIGRATIONS[:2], start=1):  # the schema as it was before
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO tenants VALUES ('t1', 'default', 0)")
+    key = ("INSERT INTO api_keys (id, tenant_id, key_hash, prefix, name, scopes, allowed_scan_types, rate_minute,"
+           " rate_hour, rate_day, status, created_at) VALUES (?, 't1', ?, 'p', 'k', '[]', ?, 1, 1, 1, 'active', 0)")
+    for key_id, types in (("k1", '["nmap","theharvester","trivy"]'), ("k2", '["theharvester","harvester"]'),
+                          ("k3", '["nmap"]'), ("k4", None)):
+        conn.execute(key, (key_id, f"h-{key_id}", types))
+    scan = ("INSERT INTO scans (id, tenant_id, scan_type, target, target_type, status, priority, timeout,"
+            " created_at, queued_at) VALUES (?, 't1', ?, 'lab.test', 'domain', 'completed', 'normal', 60, 0, 0)")
+    conn.execute(scan, ("s1", "theharvester"))
+    conn.execute(scan, ("s2", "nmap"))
+
+    migrate(conn)
+
+    types = {r["id"]: r["allowed_scan_types"] for r in conn.execute("SELECT id, allowed_scan_types FROM api_keys")}
+    assert json.loads(types["k1"]) == ["nmap", "harvester", "trivy"]
+    assert json.loads(types["k2"]) == ["harvester"]
+    assert types["k3"] == '["nmap"]' and types["k4"] is None
+    assert dict(conn.execute("SELECT id, scan_type FROM scans").fetchall()) == {"s1": "harvester", "s2": "nmap"}
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
