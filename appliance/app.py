@@ -17,6 +17,7 @@ from appliance.api.middleware import RequestMiddleware
 from appliance.config import Config
 from appliance.errors import ApiError
 from appliance.services import Services
+from appliance.workers import routes as worker_routes
 
 API_PREFIXES = ("/api/v1", "/scan-api/api/v1")
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -51,7 +52,7 @@ def create_app(config: Config) -> Starlette:
 
     api_routes = [*keys.routes, *scans.routes, *engines.routes]
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]),
+        routes=[Route("/health", health, methods=["GET"]), *worker_routes.routes,
                 *(Mount(prefix, routes=api_routes) for prefix in API_PREFIXES)],
         middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

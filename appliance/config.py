@@ -63,6 +63,12 @@ def _ip(value: str) -> str | None:
     return None
 
 
+def _redis_url(value: str) -> str | None:
+    if value and not value.startswith(("redis://", "rediss://")):
+        return "must start with redis:// or rediss://"
+    return None
+
+
 def _int_table(values: dict) -> str | None:
     bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
     return f"{bad[0]} must be a positive integer" if bad else None
@@ -84,7 +90,12 @@ KEYS: dict[str, Key] = {
     "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),
     "tls.key_file": Key("str", "", "Private key of tls.cert_file (PEM)."),
     "storage.busy_timeout_ms": Key("int", 5000, "SQLite busy timeout.", _range(100, 600000)),
-    "queue.workers": Key("int", 4, "Scan worker threads in the serve process.", _range(1, 64)),
+    "queue.backend": Key("str", "sqlite", "Where scan jobs wait: sqlite (embedded) or redis (remote workers).",
+                         _choice("sqlite", "redis")),
+    "queue.redis_url": Key("str", "", "With queue.backend = redis: redis:// or rediss:// URL, password in it.",
+                           _redis_url),
+    "queue.workers": Key("int", 4, "Scans the serve process runs itself at once; 0: only remote workers scan.",
+                         _range(0, 64)),
     "queue.max_delay_seconds": Key("float", 0.25, "Longest pause between queue polls.", _range(0.05, 10)),
     "engines.concurrency": Key("table", {"nmap": 2}, "Per-engine cap on simultaneous scans.", _int_table),
     "engines.paths": Key("table", {}, "Per-engine executable path; default: looked up on PATH.",
@@ -98,6 +109,11 @@ KEYS: dict[str, Key] = {
                                     _range(60, 30 * 86400)),
     "scans.reconcile_interval_seconds": Key("int", 30, "How often orphaned scans are looked for.",
                                             _range(1, 3600)),
+    "scans.lease_seconds": Key("int", 30, "A worker silent this long loses its scan (re-queued once).",
+                               _range(5, 3600)),
+    "scans.max_running_per_tenant": Key("int", 0, "Scans one tenant may run at once; 0: no cap.",
+                                        _range(0, 10000)),
+    "scans.max_timeout_seconds": Key("int", 86400, "Longest timeout a scan may ask for.", _range(30, 86400)),
     "scans.heartbeat_seconds": Key("int", 5, "How often a running scan reports it is alive.",
                                    _range(1, 300)),
     "targets.denylist": Key("list", ["0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
@@ -182,6 +198,8 @@ def validate(flat: dict[str, Any]) -> dict[str, Any]:
         if problem:
             raise ConfigError(f"{name}: {problem}")
         values[name] = float(value) if key.type == "float" else value
+    if values["queue.backend"] == "redis" and not values["queue.redis_url"]:
+        raise ConfigError("queue.redis_url: required when queue.backend = \"redis\"")
     return values
 
 

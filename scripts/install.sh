@@ -6,10 +6,14 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v nmap >/dev/null 2>&1; then
-    echo "==> installing nmap (Debian package)"
+# nmap scans; redis-server only runs in the tests (remote workers share the appliance's Redis queue).
+missing=()
+command -v nmap >/dev/null 2>&1 || missing+=(nmap)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]} (Debian packages)"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nmap >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}

@@ -67,6 +67,15 @@ class Authenticator:
         self._cache: dict[str, KeyGrant] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
 
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        return self._proxies
+
+    @property
+    def failed_limit(self) -> dict[str, int]:
+        """Failed authentications allowed per source IP and window (worker tokens share it)."""
+        return self._failed_limit
+
     def invalidate(self) -> None:
         """Forget every cached key: a key changed somewhere (API, CLI process)."""
         self._cache.clear()

@@ -13,7 +13,7 @@ from appliance import clock
 from appliance.api.context import authorize
 from appliance.api.envelope import ok, paged, read_json
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning import model
+from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
 from engines.base import SEVERITIES
 
@@ -37,17 +37,18 @@ def _scan_row(request: Request, tenant_id: str):
 
 async def create_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:create")
-    row, target = parse_scan(await read_json(request), grant, services.engines)
-    # Engines that never connect to the target (OSINT, trivy) are vetted by name or path, not by DNS.
-    problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target,
-                                      services.engines[row["scan_type"]].connects_to_target)
+    row, target = parse_scan(await read_json(request), grant, services.engines,
+                             services.config["scans.max_timeout_seconds"])
+    problem, addresses = await asyncio.to_thread(services.dispatcher.vet, grant.tenant_id, target, row["scan_type"])
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
-    await services.writer.write(model.insert_op(row))
-    # Huey's SQLite storage blocks on its own lock: keep it off the event loop. A crash between the
-    # two writes leaves a queued scan without a task, which the reconciler enqueues.
-    await asyncio.to_thread(services.queue.enqueue, row["id"], row["priority"])
-    return ok(model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))), 201)
+    row["zone"] = services.dispatcher.route(target, addresses)
+    await services.writer.write(lifecycle.submit(row))
+    stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
+    # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
+    # between the two writes leaves a queued scan without a task, which the reconciler enqueues.
+    await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
+    return ok(model.scan_json(stored), 201)
 
 
 def _filters(request: Request, tenant_id: str) -> tuple[str, list]:
@@ -55,8 +56,8 @@ def _filters(request: Request, tenant_id: str) -> tuple[str, list]:
     query = request.query_params
     for name, column in (("scanType", "scan_type"), ("status", "status"), ("target", "target")):
         if name in query:
-            if name == "status" and query[name] not in model.STATUSES:
-                raise ValidationError("status", f"must be one of {', '.join(model.STATUSES)}")
+            if name == "status" and query[name] not in lifecycle.STATUSES:
+                raise ValidationError("status", f"must be one of {', '.join(lifecycle.STATUSES)}")
             where.append(f"{column} = ?")
             params.append(query[name])
     if "tag" in query:
@@ -88,11 +89,10 @@ async def get_scan(request: Request) -> JSONResponse:
 async def cancel_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:cancel")
     row = _scan_row(request, grant.tenant_id)
-    if row["status"] in model.TERMINAL or not (await services.writer.write(
-            model.finish_op(row["id"], "cancelled", from_statuses=("queued", "running"))))[0]:
+    # A running scan's worker learns of the cancel from its next heartbeat (about a second).
+    if row["status"] in lifecycle.TERMINAL or not (await services.writer.write(
+            lifecycle.end(row["id"], "cancelled")))[0]:
         raise ApiError(409, "SCAN_NOT_CANCELLABLE", "scan has already finished")
-    # A running scanner watches this set and is stopped within a poll interval.
-    services.worker.cancels.add(row["id"])
     return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
 
 

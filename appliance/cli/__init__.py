@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from appliance import __version__
-from appliance.cli import engines, keys, maintenance, setup, tenants
+from appliance.cli import engines, keys, maintenance, setup, tenants, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -24,7 +24,7 @@ def cli() -> None:
 
 
 for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,
-                maintenance.backup, maintenance.check, engines.engines):
+                maintenance.backup, maintenance.check, workers.workers, workers.worker, engines.engines):
     cli.add_command(command)
 
 

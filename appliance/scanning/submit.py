@@ -24,7 +24,8 @@ FIELDS = ("target", "scanType", "name", "targetType", "priority", "options", "co
 CONFIG_KEYS = {"timeoutSeconds": (30, 86400), "maxFindings": (1, 1_000_000)}
 
 
-def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tuple[dict[str, Any], Target]:
+def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
+               max_timeout: int = 86400) -> tuple[dict[str, Any], Target]:
     """A scan row (status ``queued``) and its parsed target; raises :class:`ApiError`."""
     body = Body(data, FIELDS)
     scan_type = body.string("scanType", required=True, max_length=64) or ""
@@ -53,7 +54,9 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tu
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
     require_engine_data(engine, options)
     config = _engine_config(body.mapping("config") or {})
-    timeout = body.integer("timeout", 30, 86400) or config.get("timeoutSeconds") or engine.default_timeout
+    timeout = body.integer("timeout", 30, max_timeout) or config.get("timeoutSeconds") or engine.default_timeout
+    if timeout > max_timeout:
+        raise ValidationError("timeout", f"must be at most {max_timeout} seconds (scans.max_timeout_seconds)")
     now = clock.now()
     row = {
         "id": clock.new_id(), "tenant_id": grant.tenant_id, "api_key_id": grant.id, "scan_type": scan_type,

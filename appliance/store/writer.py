@@ -64,6 +64,10 @@ class Writer:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self.write(*ops), self._loop).result(timeout)
 
+    def buffer(self, op: Op) -> None:
+        """From the event loop: queue ``op`` for the next flush."""
+        self._buffer.append(op)
+
     def buffer_threadsafe(self, op: Op) -> None:
         """Queue ``op`` for the next flush: durable within about a second, never awaited."""
         assert self._loop is not None
