@@ -41,7 +41,7 @@ def engine_caps(config: Config, engines: dict[str, Any]) -> dict[str, int]:
     caps = config["engines.concurrency"]
     workers = config["queue.workers"]
     return {name: caps.get(name, workers) for name, engine in engines.items()
-            if isinstance(engine, Engine) and engine.probe().available}
+            if isinstance(engine, Engine) and engine.runnable()}
 
 
 class Services:

@@ -321,6 +321,12 @@ class Scanner:
             return Availability(found.installed, found.version, found.path, found.missing + data_missing)
         return found
 
+    def runnable(self) -> bool:
+        """Installed and adapted, whatever its offline data: a worker consumes its queue, so that data
+        imported while the appliance runs is used at once (scans lacking it are refused at submit)."""
+        self.probe()
+        return self._availability is not None and self._availability.available
+
     def _read_version(self, path: str) -> str | None:
         try:
             out = subprocess.run([path, *self.version_args], capture_output=True, text=True,

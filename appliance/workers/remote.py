@@ -95,7 +95,7 @@ def run_worker(options: WorkerOptions, stopping: threading.Event | None = None) 
     scans_dir.mkdir(exist_ok=True, mode=0o700)
     engines = build_registry(options.engine_paths, options.work_dir / "engine-data", options.engine_settings)
     caps = {name: options.concurrency for name, engine in engines.items()
-            if isinstance(engine, Engine) and engine.probe().available}
+            if isinstance(engine, Engine) and engine.runnable()}
     with _client(options) as client:
         me = hello(client, sorted(caps), 0)
         zones = list(me["zones"]) or [""]

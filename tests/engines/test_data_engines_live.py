@@ -2,8 +2,6 @@
 (imported through ``cix-appliance engines import``) against an HTTP server the test starts on 127.0.0.1."""
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +14,7 @@ from engines.nuclei import NucleiEngine
 from engines.trivy import TrivyEngine
 from tests.engines.bundles import TEMPLATES
 from tests.engines.harness import run_engine
-from tests.engines.live import require
+from tests.engines.live import _Lab, lab_http, require
 
 pytestmark = pytest.mark.data_engines
 # Built from pieces so that no scanner flags this file itself as a leaked token.
@@ -24,7 +22,7 @@ GITHUB_PAT = "ghp_" + "R4nd0mT0k3nV4lu3F0rT3st1ng" + "Only0123456"
 
 
 def project(root: Path) -> Path:
-    root.mkdir()
+    root.mkdir(parents=True)
     (root / "Dockerfile").write_text("FROM python:3.8\nRUN pip install -r requirements.txt\n"
                                      f"ENV GITHUB_PAT={GITHUB_PAT}\nCMD [\"python\", \"app.py\"]\n")
     (root / "requirements.txt").write_text("urllib3==1.26.3\nflask==0.12\n")
@@ -65,34 +63,10 @@ def test_trivy_cancel_kills_the_group(tmp_path):
     assert run.pids and not any(group_alive(pid) for pid in run.pids)
 
 
-class _Lab(http.server.BaseHTTPRequestHandler):
-    hosts: list[str] = []
-    slow = False
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        type(self).hosts.append(self.headers.get("Host", ""))
-        if type(self).slow:
-            time.sleep(20)
-        body, status = (b"hello cix-canary-7f3a build=1234\n", 200) if self.path == "/canary.txt" else (b"no", 404)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def lab_server() -> Iterator[tuple[int, type[_Lab]]]:
-    handler = type("Lab", (_Lab,), {"hosts": [], "slow": False})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-    server.server_close()
+    with lab_http() as server:
+        yield server
 
 
 @pytest.fixture
@@ -103,7 +77,7 @@ def nuclei(tmp_path) -> NucleiEngine:
 
 
 def test_nuclei_runs_the_imported_template(tmp_path, nuclei, lab_server):
-    port, handler = lab_server
+    port, _ = lab_server
     run = run_engine(nuclei, tmp_path / "work", f"http://127.0.0.1:{port}/", "url", {"rateLimit": 20}, timeout=120)
     assert run.outcome.success, (run.outcome, run.result.stderr_tail)
     (finding,) = run.findings  # the admin-panel template must not match
