@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.engines.bundles import trivy_db_tar  # noqa: E402
+from tests.engines.bundles import trivy_db_tar
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ import fcntl
 import socket
 import struct
 import threading
-from typing import Callable
+from typing import Callable, Self
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
@@ -27,7 +28,7 @@ HOSTS = {"www": "127.0.0.1", "mail": "127.0.0.2", "admin": "127.0.0.3", "dev": "
 def answer(wire: bytes) -> bytes | None:
     try:
         query = dns.message.from_wire(wire)
-    except Exception:
+    except dns.exception.DNSException:
         return None
     response = dns.message.make_response(query)
     response.flags |= dns.flags.AA
@@ -62,7 +63,7 @@ class LabDns:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "LabDns":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -32,8 +32,8 @@ def spec(tmp_path: Path, engine: NucleiEngine, options: dict | None = None, targ
 
 def test_unavailable_without_templates(tmp_path):
     engine = NucleiEngine("/bin/true", tmp_path / "none")
-    assert engine.missing_data({}) == ["nuclei-templates: not imported (cix-appliance engines import "
-                                       "nuclei-templates ...)"]
+    assert engine.missing_data({}) == [("nuclei-templates: not imported (cix-appliance engines import "
+                                        "nuclei-templates ...)")]
     assert any("nuclei-templates" in m for m in engine.probe().missing)
 
 

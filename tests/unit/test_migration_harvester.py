@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from appliance.store import migrate
 from appliance.store.db import _statements
 from appliance.store.schema import MIGRATIONS
-from appliance.store import migrate
 
 
 def test_theharvester_is_renamed(tmp_path):
