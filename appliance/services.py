@@ -10,7 +10,8 @@ import json
 import logging
 import threading
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
@@ -100,9 +101,10 @@ class Services:
             self._policies.clear()
             self._zones = None
 
-    async def commit_keys(self, *ops: Op) -> None:
-        await self.writer.write(*ops)
+    async def commit_keys(self, *ops: Op) -> list[int]:
+        results = await self.writer.write(*ops)
         self._check_epoch()
+        return results
 
     def _run_job(self, job: dict[str, Any]) -> str:
         assert self._task is not None, "a queue consumer runs only after start()"

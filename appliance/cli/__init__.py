@@ -5,6 +5,8 @@ else ~/.local/share/cix-appliance). Errors are one line on stderr and exit statu
 """
 from __future__ import annotations
 
+import os
+
 import click
 
 from appliance import __version__
@@ -21,6 +23,9 @@ def cli() -> None:
       cix-appliance init --hostname scanner.example.internal
       cix-appliance serve
     """
+    # Everything the appliance writes (database, queue and their -wal/-shm, backups, scan output,
+    # scanners' own files) holds tenants' data: owner-only, whoever starts us and with what umask.
+    os.umask(0o077)
 
 
 for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,

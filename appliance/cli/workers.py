@@ -80,8 +80,9 @@ def list_workers(data_dir: Path, config_file: Path | None, as_json: bool) -> Non
         return
     click.echo(f"{'NAME':<20} {'STATUS':<8} {'LAST SEEN':<21} {'RUNNING':>7}  {'VERSION':<9} ZONES / ENGINES")
     for i in items:
+        zones, engines = ", ".join(i["zones"]) or "(default)", ", ".join(i["engines"]) or "-"
         click.echo(f"{i['name']:<20} {i['status']:<8} {i['lastSeenAt'] or 'never':<21} {i['running']:>7}  "
-                   f"{i['version'] or '-':<9} {', '.join(i['zones']) or '(default)'} / {', '.join(i['engines']) or '-'}")
+                   f"{i['version'] or '-':<9} {zones} / {engines}")
 
 
 @workers.command("revoke")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 from appliance.scanning.job import Job
 from appliance.targets import Address, Policy, PolicyEntry, Target, parse_policy_entry, parse_target

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from appliance.scanning import lifecycle, model
 from appliance.scanning.dispatch import Dispatcher

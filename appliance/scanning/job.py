@@ -37,7 +37,7 @@ class Job:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Job":
+    def from_dict(cls, data: Any) -> Job:
         if not isinstance(data, dict):
             raise JobError("a job is a JSON object")
         for name, kind in _FIELDS.items():

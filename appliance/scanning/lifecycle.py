@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from appliance import clock
 from appliance.store.ops import Op, Statement

@@ -21,7 +21,8 @@ import hashlib
 import json
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from huey import Huey
 from huey.api import Task, TaskWrapper
@@ -37,7 +38,7 @@ HUEY_PRIORITY = {"critical": 30, "high": 20, "normal": 10, "low": 0}
 TASK_NAME = "run_scan"
 
 
-class WalSqliteStorage(SqliteStorage):
+class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no type information
     """Huey's SQLite storage in WAL mode with ``synchronous=NORMAL``, like the main database."""
 
     def _create_connection(self):  # type: ignore[no-untyped-def]
@@ -46,7 +47,7 @@ class WalSqliteStorage(SqliteStorage):
         return conn
 
 
-class JsonSerializer(Serializer):
+class JsonSerializer(Serializer):  # type: ignore[misc]  # huey ships no type information
     """Huey messages as JSON, never pickle: the queue may be shared with other hosts."""
 
     def _serialize(self, data: Any) -> bytes:
@@ -78,7 +79,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class EmbeddedConsumer(Consumer):
+class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type information
     """A consumer that leaves signal handling to the process hosting it."""
 
     def _set_signal_handlers(self) -> None:
@@ -103,7 +104,7 @@ class Backend:
         if kind == "redis":
             from redis import ConnectionPool  # only a Redis deployment needs the client
 
-            self._pool = ConnectionPool.from_url(redis_url, health_check_interval=30)
+            self._pool = ConnectionPool.from_url(redis_url or "", health_check_interval=30)
         elif kind != "sqlite":
             raise ValueError(f"unknown queue backend {kind!r}")
 

@@ -15,9 +15,9 @@ import asyncio
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from appliance import clock
 from appliance.scanning import lifecycle

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Protocol, TypeVar
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
 
 import httpx
 

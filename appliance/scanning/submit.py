@@ -6,7 +6,8 @@ availability, target, options, then target authorization (which may resolve a na
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from appliance import clock
@@ -54,14 +55,19 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
     require_engine_data(engine, options)
     config = _engine_config(body.mapping("config") or {})
-    timeout = body.integer("timeout", 30, max_timeout) or config.get("timeoutSeconds") or engine.default_timeout
+    priority = body.string("priority", choices=PRIORITIES, default="normal") or "normal"
+    if grant.allowed_priorities is not None and priority not in grant.allowed_priorities:
+        raise ApiError(403, "INSUFFICIENT_SCOPE", f"this API key may not submit {priority}-priority scans "
+                       f"(allowedPriorities: {', '.join(grant.allowed_priorities)})")
+    timeout = (body.integer("timeout", 30, max_timeout) or config.get("timeoutSeconds")
+               or min(engine.default_timeout, max_timeout))
     if timeout > max_timeout:
         raise ValidationError("timeout", f"must be at most {max_timeout} seconds (scans.max_timeout_seconds)")
     now = clock.now()
     row = {
         "id": clock.new_id(), "tenant_id": grant.tenant_id, "api_key_id": grant.id, "scan_type": scan_type,
         "name": body.string("name"), "target": target.value, "target_type": target.type,
-        "status": "queued", "priority": body.string("priority", choices=PRIORITIES, default="normal"),
+        "status": "queued", "priority": priority,
         "options": json.dumps(options), "config": json.dumps(config),
         "tags": json.dumps(body.strings("tags", max_items=20, max_length=64, default=[])),
         "timeout": timeout, "asset_id": body.string("assetId"),
@@ -80,7 +86,8 @@ def _engine_config(raw: dict[str, Any]) -> dict[str, int]:
         try:
             clean[name] = check_int(f"config.{name}", value, lo, hi)
         except ValidationError as exc:
-            raise ValidationError(exc.field, exc.details[0]["message"], "INVALID_OPTIONS") from None
+            raise ValidationError(exc.field, exc.details[0]["message"] if exc.details else exc.message,
+                                  "INVALID_OPTIONS") from None
     return clean
 
 

@@ -6,18 +6,20 @@ remote worker. A bug or a scanner crash fails the scan; it never leaves it runni
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from appliance.scanning.intake import Claim
 from appliance.scanning.job import Job, JobError
 from appliance.scanning.reporter import Reporter, ReportError
 from appliance.scanning.runner import ProcessControl
-from engines.base import Engine, Finding, RunResult, ScanSpec, Scanner
+from engines.base import Engine, Finding, RunResult, Scanner, ScanSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,9 @@ class ScanTask:
             return self._run(claim, workdir)
         except Exception as exc:  # a bug must fail the scan, never leave it running
             log.exception("scan %s crashed", job.scan_id)
-            try:
+            # Unreachable appliance: the lease expires and the reconciler takes over.
+            with contextlib.suppress(ReportError):
                 self._reporter.finish(claim, "failed", "INTERNAL_ERROR", f"worker error: {type(exc).__name__}")
-            except ReportError:
-                pass  # the lease expires and the reconciler takes over
             return "crashed"
 
     def _run(self, claim: Claim, workdir: Path) -> str:

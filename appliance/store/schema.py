@@ -161,7 +161,18 @@ MIGRATIONS: list[str] = [
         running INTEGER NOT NULL DEFAULT 0
     );
     """,
-    # 3: theHarvester's scan type is `harvester` (the contract's name), never `theharvester`
+    # 3: results filters (GET /scans/:id/results?ruleId=&host=&port=) as index lookups within a scan
+    """
+    CREATE INDEX findings_rule ON findings (scan_id, json_extract(body, '$.ruleId'));
+    CREATE INDEX findings_host ON findings (scan_id, json_extract(body, '$.host'));
+    CREATE INDEX findings_ip ON findings (scan_id, json_extract(body, '$.ip'));
+    CREATE INDEX findings_port ON findings (scan_id, json_extract(body, '$.port'));
+    """,
+    # 4: keys limited to scan priorities (fairness between tenants)
+    """
+    ALTER TABLE api_keys ADD COLUMN allowed_priorities TEXT;
+    """,
+    # 5: theHarvester's scan type is `harvester` (the contract's name), never `theharvester`
     """
     UPDATE scans SET scan_type = 'harvester' WHERE scan_type = 'theharvester';
     UPDATE api_keys SET allowed_scan_types = (

@@ -6,8 +6,9 @@ import re
 import secrets
 import string
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from appliance import clock
 from appliance.audit import audit_op

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from appliance.scanning.reporter import INTERNAL_PREFIX
+from appliance.store.ops import Op
 from tests.conftest import run_cli, serve_in_process
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +129,26 @@ def test_workers_cli_lists_zones_and_refuses_bad_input(data_dir, admin_key):
                  ["workers", "add", "Bad Name"], ["workers", "revoke", "nobody"]):
         result = CliRunner().invoke(cli, [*args, "--data-dir", str(data_dir)])
         assert result.exit_code == 1 and "Traceback" not in result.output, args
+
+
+async def test_a_worker_back_with_results_for_a_lost_lease_is_refused(setup, data_dir):
+    """The first worker went silent; its lease expired and the scan runs elsewhere. When it comes back,
+    nothing it says is stored twice: findings and finish are refused, the second run's stand."""
+    c, plain, _ = setup
+    other = add_worker(data_dir, "other")
+    services = c.app.state.services
+    scan = await submit(c)
+    first = (await call(c, plain, "claim", scanId=scan["id"])).json()["data"]["leaseId"]
+    await services.writer.write(Op([("UPDATE scans SET lease_expires_at = 0 WHERE id = ?", (scan["id"],))]))
+    assert (await services.reconciler.run_once())["requeued"] == 1
+    second = (await call(c, other, "claim", scanId=scan["id"])).json()["data"]["leaseId"]
+    finding = {"rule_id": "r", "title": "t", "severity": "high", "ip": "127.0.0.1", "port": 1}
+    late = await call(c, plain, "findings", scanId=scan["id"], leaseId=first, firstSeq=0, findings=[finding])
+    assert late.status_code == 409
+    assert (await call(c, plain, "heartbeat", scanId=scan["id"], leaseId=first)).status_code == 409
+    assert (await call(c, plain, "finish", scanId=scan["id"], leaseId=first, status="completed")).status_code == 409
+    assert (await call(c, other, "finish", scanId=scan["id"], leaseId=second, status="completed")).status_code == 200
+    done = (await c.get(f"/api/v1/scans/{scan['id']}")).json()["data"]
+    assert (done["worker"], done["resultSummary"]["total"]) == ("other", 0)
+    attempts = services.reader.scalar("SELECT attempts FROM scans WHERE id = ?", (scan["id"],))
+    assert attempts == 2

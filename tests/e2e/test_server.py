@@ -39,12 +39,11 @@ def test_tls_auth_rate_limits_and_sigterm(appliance):
     key = cli_json("keys", "create", "--data-dir", str(server.data_dir), "--name", "e2e",
                    "--scope", "engines:read", "--rate-minute", "3")["key"]
     server.start()
-    with pytest.raises(ssl.SSLError):  # TLS 1.2 is refused
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
-            server.tls_context(maximum=ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="localhost")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
-        with server.tls_context().wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.version() == "TLSv1.3"
+    with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        server.tls_context(maximum=ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="localhost")  # TLS 1.2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            server.tls_context().wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() == "TLSv1.3"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:  # plain HTTP: no API answer
         raw.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         try:

@@ -10,9 +10,8 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest

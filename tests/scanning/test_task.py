@@ -9,8 +9,9 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -34,9 +35,9 @@ print("done")
 
 
 class FakeEngine(Engine):
-    name = "fake"
-    title = "Fake"
-    binary = sys.executable
+    name = "fake"  # type: ignore[misc]
+    title = "Fake"  # type: ignore[misc]
+    binary = sys.executable  # type: ignore[misc]
     target_types = frozenset({"ip"})
 
     def build_argv(self, spec: ScanSpec) -> list[str]:
@@ -190,7 +191,7 @@ def test_progress_reaches_the_heartbeat(make_task):
             path = spec.workdir / "report.jsonl"
             return len(path.read_text().splitlines()) * 10 if path.exists() else 0
     reporter = FakeReporter()
-    task = ScanTask({"fake": Counting()}, reporter, make_task(reporter)._workdirs,  # type: ignore[attr-defined]
+    task = ScanTask({"fake": Counting()}, reporter, make_task(reporter)._workdirs,
                     TaskSettings(tick_seconds=0.1), threading.Event())
     assert task(job(count=8, pause=0.1)) == "completed"
     assert any(p and 0 < p < 80 for p in reporter.heartbeats)
