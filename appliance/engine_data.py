@@ -20,9 +20,10 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 from appliance.errors import ApiError
 from engines.base import Engine

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import dns.exception
 import dns.rdatatype

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from engines.base import Finding, Option, Outcome, RunControl, RunResult, ScanSpec
 from engines.osint import BRUTEFORCE_OPTIONS, OsintEngine, list_normalizer, merged, subdomain_findings, under
@@ -50,9 +51,9 @@ _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9.-]{1,253})$")
 
 
 class HarvesterEngine(OsintEngine):
-    name = "harvester"
-    title = "theHarvester"
-    binary = "harvester_windows"
+    name = "harvester"  # type: ignore[misc]
+    title = "theHarvester"  # type: ignore[misc]
+    binary = "harvester_windows"  # type: ignore[misc]
     options = (
         Option("sources", "string", "Comma-separated keyless sources: " + ", ".join(SOURCES),
                default=DEFAULT_SOURCES, pattern=r"[a-z0-9]+(?:,[a-z0-9]+)*", max_length=256,

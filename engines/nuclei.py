@@ -21,8 +21,9 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engines.base import DataStatus, Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
@@ -60,9 +61,9 @@ def scan_url(target: str, addresses: tuple[str, ...]) -> tuple[str, str | None, 
 
 
 class NucleiEngine(Engine):
-    name = "nuclei"
-    title = "Nuclei"
-    binary = "nuclei"
+    name = "nuclei"  # type: ignore[misc]
+    title = "Nuclei"  # type: ignore[misc]
+    binary = "nuclei"  # type: ignore[misc]
     target_types = frozenset({"url"})
     default_timeout = 1800
     version_args = ("-version", "-nc")
@@ -98,8 +99,9 @@ class NucleiEngine(Engine):
         # nuclei writes its config under HOME (or the cwd without one): give it a throwaway one.
         with tempfile.TemporaryDirectory(prefix="cix-nuclei-") as home:
             try:
-                out = subprocess.run([path, *self.version_args], check=False, capture_output=True, text=True, timeout=15,
-                                     stdin=subprocess.DEVNULL, cwd=home, env={"PATH": "/usr/bin:/bin", "HOME": home})
+                out = subprocess.run([path, *self.version_args], check=False, capture_output=True, text=True,
+                                     timeout=15, stdin=subprocess.DEVNULL, cwd=home,
+                                     env={"PATH": "/usr/bin:/bin", "HOME": home})
             except (OSError, subprocess.SubprocessError):
                 return None
         match = re.search(self.version_pattern, out.stdout + out.stderr)

@@ -3,8 +3,9 @@ normalized findings. A line cut short by a cancel is skipped; the lines before i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engines.base import Finding, extract_cves
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any
 
 from engines.base import DataStatus, Engine, Finding, Option, OptionError, RunControl, RunResult, ScanSpec
 from engines.dnsbrute import RESULTS, brute_force, read_results
@@ -23,7 +24,7 @@ _NAME_PATTERN = r"(?:[a-z0-9_-]{1,63}\.)+[a-z0-9-]{1,63}"
 
 def is_name(text: str) -> bool:
     labels = text.split(".")
-    return 2 <= len(labels) and len(text) <= 253 and all(_LABEL.match(x) for x in labels) \
+    return len(labels) >= 2 and len(text) <= 253 and all(_LABEL.match(x) for x in labels) \
         and not labels[-1].isdigit()
 
 
@@ -53,9 +54,6 @@ BRUTEFORCE_OPTIONS = (
 class OsintEngine(Engine):
     """Base of the two OSINT adapters (not itself registered: it has no ``name``)."""
 
-    name: ClassVar[str]  # type: ignore[misc]
-    title: ClassVar[str]  # type: ignore[misc]
-    binary: ClassVar[str]  # type: ignore[misc]
     target_types = frozenset({"domain"})
     connects_to_target = False
     default_timeout = 1800

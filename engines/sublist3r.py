@@ -15,8 +15,8 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from engines.base import Finding, Option, Outcome, RunControl, RunResult, ScanSpec
 from engines.osint import BRUTEFORCE_OPTIONS, OsintEngine, is_name, list_normalizer, merged, subdomain_findings, under
@@ -29,9 +29,9 @@ MESSAGE_MAX = 300
 
 
 class Sublist3rEngine(OsintEngine):
-    name = "sublist3r"
-    title = "Sublist3r"
-    binary = "sublist3r"
+    name = "sublist3r"  # type: ignore[misc]
+    title = "Sublist3r"  # type: ignore[misc]
+    binary = "sublist3r"  # type: ignore[misc]
     options = (
         Option("engines", "string", "Comma-separated search engines: " + ", ".join(SEARCH_ENGINES)
                + " (default: all)", pattern=r"[a-z]+(?:,[a-z]+)*", max_length=128,

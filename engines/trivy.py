@@ -19,8 +19,9 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engines.base import DataStatus, Engine, Finding, Option, Outcome, RunControl, RunResult, ScanSpec
 from engines.offline_data import bundle_status, current_bundle
@@ -47,9 +48,9 @@ def _normalize_list(allowed: tuple[str, ...]) -> Any:
 
 
 class TrivyEngine(Engine):
-    name = "trivy"
-    title = "Trivy"
-    binary = "trivy"
+    name = "trivy"  # type: ignore[misc]
+    title = "Trivy"  # type: ignore[misc]
+    binary = "trivy"  # type: ignore[misc]
     target_types = frozenset({"image", "filesystem", "repository"})
     connects_to_target = False
     default_timeout = 1800
@@ -102,7 +103,8 @@ class TrivyEngine(Engine):
                 "--format", "json", "--output", str(spec.workdir / REPORT),
                 "--cache-dir", str(spec.workdir / CACHE),
                 "--skip-db-update", "--skip-java-db-update", "--skip-check-update", "--offline-scan",
-                "--skip-version-check", "--disable-telemetry", "--no-progress", "--scanners", opts["scanners"], "--timeout", f"{spec.timeout}s"]
+                "--skip-version-check", "--disable-telemetry", "--no-progress",
+                "--scanners", opts["scanners"], "--timeout", f"{spec.timeout}s"]
         if "severity" in opts:
             argv += ["--severity", ",".join(TRIVY_SEVERITY[s] for s in opts["severity"].split(","))]
         if opts["ignoreUnfixed"]:

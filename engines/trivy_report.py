@@ -9,8 +9,9 @@ of them apart, so their line is part of it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from engines.base import Finding
 

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PREFIX=${CIX_ENGINES:-/opt/cix-engines}
+PATH="$PATH:/usr/local/go/bin"  # where the Go toolchain lives on the project's machines
 TRIVY_VERSION=0.74.0
 NUCLEI_VERSION=3.4.10
 HARVESTER_VERSION=4.11.1

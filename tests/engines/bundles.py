@@ -44,3 +44,30 @@ def import_fake_trivy_db(data_root: Path, scratch: Path, **kwargs: object) -> Im
 def wordlist(path: Path, words: tuple[str, ...] = LAB_WORDS) -> Path:
     path.write_text("\n".join(words) + "\n")
     return path
+
+
+def image_tarball(path: Path, files: dict[str, bytes], tag: str = "cix/lab:1") -> Path:
+    """A one-layer image in ``docker save`` format (what ``trivy image --input`` reads), built by hand:
+    no registry and no Docker daemon are needed."""
+    import hashlib
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    layer_bytes = layer.getvalue()
+    diff_id = hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/app"]},
+                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+                         "history": [{"created_by": "cix test layer"}]}).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": [f"{diff_id}/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in ((f"{diff_id}/layer.tar", layer_bytes), (config_name, config),
+                           ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -11,7 +11,8 @@ import fcntl
 import socket
 import struct
 import threading
-from typing import Callable, Self
+from collections.abc import Callable
+from typing import Self
 
 import dns.exception
 import dns.flags

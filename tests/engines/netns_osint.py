@@ -3,7 +3,8 @@ loopback up, the lab DNS server on 127.0.0.1:53, the wordlist imported, the engi
 worker runs it (:func:`tests.engines.harness.run_engine`). Prints one JSON object with what happened.
 
 Usage: ``unshare -rn python -m tests.engines.netns_osint '<json>'`` with keys engine, executable,
-workdir, options, words (or generate_words: a count), stop_after (seconds, optional), dns_delay (seconds per query, optional).
+workdir, options, words (or generate_words: a count), stop_after (seconds, optional), dns_delay
+(seconds per query, optional).
 """
 from __future__ import annotations
 

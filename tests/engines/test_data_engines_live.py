@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -115,3 +115,16 @@ def test_nuclei_cancel_kills_the_group(tmp_path, nuclei, lab_server):
                      timeout=120, stop=lambda: time.monotonic() - started > 2)
     assert run.result.stopped and time.monotonic() - started < 10
     assert run.pids and not any(group_alive(pid) for pid in run.pids)
+
+
+def test_trivy_scans_an_image_tarball(tmp_path):
+    from tests.engines.bundles import image_tarball
+
+    tarball = image_tarball(tmp_path / "app.tar", {"etc/app.env": f"GITHUB_PAT={GITHUB_PAT}\n".encode(),
+                                                   "app/Dockerfile": b"FROM scratch\nCOPY app /app\n"})
+    engine = TrivyEngine(require("trivy"))
+    run = run_engine(engine, tmp_path / "work", str(tarball), "image", {"scanners": "secret"}, timeout=240)
+    assert run.outcome.success, (run.outcome, run.result.stderr_tail)
+    (secret,) = [f for f in run.findings if f.rule_id == "trivy.secret.github-pat"]
+    assert secret.url == "/etc/app.env" or secret.url == "etc/app.env", secret
+    assert secret.host == str(tarball)

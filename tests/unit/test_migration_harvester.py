@@ -29,9 +29,9 @@ def test_theharvester_is_renamed(tmp_path):
 
     migrate(conn)
 
-    types = {r["id"]: r["allowed_scan_types"] for r in conn.execute("SELECT id, allowed_scan_types FROM api_keys")}
-    assert json.loads(types["k1"]) == ["nmap", "harvester", "trivy"]
-    assert json.loads(types["k2"]) == ["harvester"]
-    assert types["k3"] == '["nmap"]' and types["k4"] is None
+    kinds = {r["id"]: r["allowed_scan_types"] for r in conn.execute("SELECT id, allowed_scan_types FROM api_keys")}
+    assert json.loads(kinds["k1"]) == ["nmap", "harvester", "trivy"]
+    assert json.loads(kinds["k2"]) == ["harvester"]
+    assert kinds["k3"] == '["nmap"]' and kinds["k4"] is None
     assert dict(conn.execute("SELECT id, scan_type FROM scans").fetchall()) == {"s1": "harvester", "s2": "nmap"}
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
