@@ -358,7 +358,11 @@ def _walk(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def _copy_stream(stream: IO[bytes] | _Reader, dest: Path) -> None:
-    with open(dest, "xb") as out:
+    try:
+        out = open(dest, "xb")  # noqa: SIM115 (closed below; "x": a name twice in a tar is refused)
+    except (FileExistsError, IsADirectoryError):
+        raise BundleError(f"{dest.name} appears twice in the bundle") from None
+    with out:
         while chunk := stream.read(_CHUNK):
             out.write(chunk)
 

@@ -65,6 +65,18 @@ def test_links_in_a_tar_are_refused(tmp_path):
         import_bundle(tmp_path / "data", "trivy-db", _tar(tmp_path / "l.tgz", {}, (link,)))
 
 
+def test_a_name_twice_is_refused(tmp_path):
+    tar = tmp_path / "t.tgz"
+    with tarfile.open(tar, "w:gz") as out:
+        for _ in range(2):
+            data = b"id: a\ninfo:\n  name: a\n"
+            info = tarfile.TarInfo("t/a.yaml")
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    with pytest.raises(BundleError, match="twice"):
+        import_bundle(tmp_path / "data", "nuclei-templates", tar)
+
+
 def test_not_a_tar(tmp_path):
     (tmp_path / "x.tgz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(BundleError, match="not a readable tar"):
