@@ -64,6 +64,13 @@ def _ip(value: str) -> str | None:
     return None
 
 
+def _schedule(values: list[Any]) -> str | None:
+    if not 1 <= len(values) <= 20:
+        return "must list 1 to 20 delays"
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 86400]
+    return f"{bad[0]!r} is not a delay in seconds (0 < delay <= 86400)" if bad else None
+
+
 def _redis_url(value: str) -> str | None:
     if value and not value.startswith(("redis://", "rediss://")):
         return "must start with redis:// or rediss://"
@@ -130,6 +137,27 @@ KEYS: dict[str, Key] = {
                             _targets),
     "ratelimit.failed_auth_per_minute": Key("int", 30, "Failed authentications per source IP per minute.",
                                             _range(1, 100000)),
+    "webhooks.allowed_networks": Key("list", [], "CIDRs webhooks and callbacks may reach even though they are "
+                                     "loopback, link-local, private or metadata addresses.", _cidrs),
+    "webhooks.denied_networks": Key("list", [], "CIDRs webhooks and callbacks never reach (wins over "
+                                    "allowed_networks).", _cidrs),
+    "webhooks.ca_file": Key("str", "", "Extra CA certificates (PEM) trusted for webhook receivers; "
+                            "empty: the system's CAs only."),
+    "webhooks.retry_schedule": Key("list", [30, 120, 600, 1800, 3600, 7200, 14400, 28800],
+                                   "Seconds before each retry of a failed delivery (jittered +-20%).", _schedule),
+    "webhooks.secret_grace_hours": Key("int", 24, "How long a rotated webhook or callback secret still signs.",
+                                       _range(0, 720)),
+    "webhooks.concurrency": Key("int", 64, "Deliveries in flight at once.", _range(1, 1024)),
+    "webhooks.tenant_concurrency": Key("int", 48, "Deliveries in flight at once for one tenant.",
+                                       _range(1, 1024)),
+    "quotas.monthly_scans": Key("int", 0, "Scans each tenant may submit per calendar month (UTC); 0: no limit. "
+                                "`tenants set-quota` overrides it per tenant.", _range(0, 100_000_000)),
+    "retention.calls_days": Key("int", 90, "Days the API call log is kept; 0: forever.", _range(0, 36500)),
+    "retention.scan_dirs_days": Key("int", 30, "Days a finished scan's work dir (raw scanner output) is kept; "
+                                    "0: forever.", _range(0, 36500)),
+    "retention.findings_days": Key("int", 0, "Days a finished scan's findings are kept (the scan and its "
+                                   "summary stay); 0: forever.", _range(0, 36500)),
+    "retention.interval_seconds": Key("int", 3600, "How often retention runs.", _range(10, 86400)),
     "logging.level": Key("str", "info", "Log level.", _choice("debug", "info", "warning", "error")),
 }
 

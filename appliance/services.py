@@ -27,6 +27,7 @@ from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
 from appliance.targets import Policy
 from appliance.usage import CallLog
+from appliance.webhooks.service import EventServices
 from engines import Engine, build_registry
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Services:
                                          config["scans.kill_grace_seconds"]))
         self.stopping = threading.Event()  # the server is shutting down: running scans are handed back
         self._task: ScanTask | None = None
+        self.events = EventServices(self)  # webhooks, callbacks, quota, retention
         self._policies: dict[str, Policy] = {}
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None
@@ -127,6 +129,7 @@ class Services:
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
         self.config.scans_dir.mkdir(mode=0o700, exist_ok=True)
+        await self.events.start()
         await self.reconciler.run_once(startup=True)
         workers = self.config["queue.workers"]
         if workers > 0:
@@ -147,6 +150,7 @@ class Services:
         self.stopping.set()
         timeout = self.config["scans.kill_grace_seconds"] + 10
         await asyncio.to_thread(self.queue.stop, timeout)
+        await self.events.stop()
         await self.writer.stop()
         self.reader.close()
 

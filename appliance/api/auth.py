@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -67,6 +67,7 @@ class Authenticator:
         self._failed_limit = {"minute": failed_per_minute}
         self._cache: dict[str, KeyGrant] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
+        self.on_lockout: Callable[[str], None] | None = None  # an address just reached the failed-auth limit
 
     @property
     def proxies(self) -> tuple[str, ...]:
@@ -96,6 +97,9 @@ class Authenticator:
         grant = self._lookup(raw) if looks_like_key(raw) else None
         if grant is None:
             self._limiter.hit(ip_subject, self._failed_limit)
+            if self.on_lockout is not None and not self._limiter.hit(ip_subject, self._failed_limit,
+                                                                     count=False).allowed:
+                self.on_lockout(ip)  # once per window: the next request is refused before reaching here
             raise ApiError(401, "INVALID_API_KEY", "invalid API key")
         now = time.time()
         status = apikeys.effective_status(grant, now)

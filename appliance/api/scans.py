@@ -6,7 +6,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -15,11 +15,15 @@ from starlette.routing import Route
 from appliance import clock
 from appliance.api.context import authorize, services_of
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
+from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
 from appliance.validate import parse_decimal
 from engines.base import SEVERITIES
+
+if TYPE_CHECKING:
+    from appliance.services import Services
 
 log = logging.getLogger(__name__)
 _NOT_FOUND = ApiError(404, "SCAN_NOT_FOUND", "scan not found")
@@ -50,15 +54,18 @@ def _scan_row(request: Request, tenant_id: str) -> sqlite3.Row:
     return row
 
 
-async def create_scan(request: Request) -> JSONResponse:
-    services, grant = authorize(request, "scans:create")
-    row, target = parse_scan(await read_json(request), grant, services.engines,
-                             services.config["scans.max_timeout_seconds"])
+async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_id: str | None = None
+                      ) -> dict[str, Any]:
+    """The one submission path, for ``POST /scans`` and template launches: validation, target
+    authorization and routing, callback egress and quota, the queued row, the queue task."""
+    row, target = parse_scan(data, grant, services.engines, services.config["scans.max_timeout_seconds"])
     problem, addresses = await asyncio.to_thread(services.dispatcher.vet, grant.tenant_id, target, row["scan_type"])
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
     row["zone"] = services.dispatcher.route(target, addresses)
-    await services.writer.write(lifecycle.submit(row))
+    row["template_id"] = template_id
+    if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
+        raise services.events.quota_refused(grant.tenant_id)
     stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
     assert stored is not None  # committed above, and scans are never deleted
     # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
@@ -68,7 +75,12 @@ async def create_scan(request: Request) -> JSONResponse:
         await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
     except Exception:
         log.exception("enqueue of scan %s failed; the reconciler will enqueue it", row["id"])
-    return ok(model.scan_json(stored), 201)
+    return model.scan_json(stored)
+
+
+async def create_scan(request: Request) -> JSONResponse:
+    services, grant = authorize(request, "scans:create")
+    return ok(await submit_scan(services, grant, await read_json(request)), 201)
 
 
 def _filters(request: Request, tenant_id: str) -> tuple[str, list[Any]]:

@@ -16,9 +16,10 @@ from appliance.audit import audit_op
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, require_initialized
 from appliance.credentials import SCOPES
 from appliance.store import apply_sync
+from appliance.webhooks import secretbox
 
 _OWNED = ("appliance.db", "appliance.db-wal", "appliance.db-shm", "queue.db", "queue.db-wal",
-          "queue.db-shm", tls.CERT_NAME, tls.KEY_NAME, config_mod.CONFIG_NAME)
+          "queue.db-shm", tls.CERT_NAME, tls.KEY_NAME, config_mod.CONFIG_NAME, secretbox.KEY_NAME)
 
 
 @click.command()
@@ -54,6 +55,7 @@ def init(data_dir: Path, config_file: Path | None, hostname: str, allow_loopback
     if not cfg["tls.cert_file"]:
         tls.make_self_signed(data_dir, hostname)
     cfg.db_path.touch(mode=0o600)
+    secretbox.ensure_key(data_dir)
     actor = cli_actor()
     with database(cfg) as conn:
         tenant_id, ops = tenants_mod.create_ops("default", actor)

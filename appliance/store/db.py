@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from appliance.store import functions
 from appliance.store.schema import MIGRATIONS
 
 
@@ -12,6 +13,7 @@ def connect(path: Path, busy_timeout_ms: int = 5000, readonly: bool = False) -> 
     conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    functions.register(conn)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and not readonly:
         conn.execute("PRAGMA journal_mode = WAL")

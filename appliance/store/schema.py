@@ -172,7 +172,102 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_keys ADD COLUMN allowed_priorities TEXT;
     """,
-    # 5: theHarvester's scan type is `harvester` (the contract's name), never `theharvester`
+    # 5: events: a hash-chained audit trail, templates, webhooks and their deliveries, quotas,
+    # callback secrets. Audit rows written before this migration are chained here, in id order.
+    """
+    ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE audit_events ADD COLUMN hash TEXT;
+    CREATE INDEX audit_events_time ON audit_events (created_at);
+    CREATE TEMP TABLE audit_chain AS
+        WITH RECURSIVE chain(id, prev, hash) AS (
+            SELECT a.id, '0000000000000000000000000000000000000000000000000000000000000000',
+                   cix_audit_hash('0000000000000000000000000000000000000000000000000000000000000000',
+                                  a.id, a.tenant_id, a.actor, a.action, a.resource_type, a.resource_id,
+                                  a.details, a.created_at)
+            FROM audit_events a WHERE a.id = (SELECT min(id) FROM audit_events)
+            UNION ALL
+            SELECT a.id, c.hash, cix_audit_hash(c.hash, a.id, a.tenant_id, a.actor, a.action, a.resource_type,
+                                                a.resource_id, a.details, a.created_at)
+            FROM chain c JOIN audit_events a ON a.id = (SELECT min(id) FROM audit_events WHERE id > c.id)
+        )
+        SELECT id, prev, hash FROM chain;
+    UPDATE audit_events SET prev_hash = audit_chain.prev, hash = audit_chain.hash
+        FROM audit_chain WHERE audit_chain.id = audit_events.id;
+    INSERT INTO meta (key, value)
+        SELECT 'audit_head', coalesce((SELECT id || ':' || hash FROM audit_events ORDER BY id DESC LIMIT 1), '');
+    DROP TABLE temp.audit_chain;
+    INSERT INTO meta (key, value) SELECT 'events_cursor', coalesce((SELECT max(id) FROM scan_events), 0);
+
+    CREATE INDEX api_calls_time ON api_calls (created_at);
+
+    ALTER TABLE tenants ADD COLUMN scan_quota INTEGER;
+    ALTER TABLE tenants ADD COLUMN callback_secret TEXT;
+    ALTER TABLE tenants ADD COLUMN callback_secret_old TEXT;
+    ALTER TABLE tenants ADD COLUMN callback_secret_old_until REAL;
+
+    CREATE TABLE scan_templates (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        description TEXT,
+        scan_type TEXT NOT NULL,
+        target_type TEXT,
+        priority TEXT NOT NULL,
+        options TEXT NOT NULL DEFAULT '{}',
+        config TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '[]',
+        timeout INTEGER,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX scan_templates_tenant ON scan_templates (tenant_id, created_at);
+
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        is_active INTEGER NOT NULL DEFAULT 1,
+        secret TEXT NOT NULL,
+        secret_old TEXT,
+        secret_old_until REAL,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX webhooks_tenant ON webhooks (tenant_id, created_at);
+
+    CREATE TABLE webhook_deliveries (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        webhook_id TEXT REFERENCES webhooks(id) ON DELETE CASCADE,
+        callback_url TEXT,
+        event_id INTEGER,
+        scan_id TEXT,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        attempt INTEGER NOT NULL DEFAULT 0,
+        round_start INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 1,
+        next_attempt_at REAL,
+        response_status INTEGER,
+        response_excerpt TEXT,
+        duration_ms INTEGER,
+        error TEXT,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        CHECK ((webhook_id IS NULL) != (callback_url IS NULL))
+    );
+    CREATE UNIQUE INDEX webhook_deliveries_event ON webhook_deliveries (event_id, webhook_id)
+        WHERE event_id IS NOT NULL AND webhook_id IS NOT NULL;
+    CREATE UNIQUE INDEX webhook_deliveries_callback ON webhook_deliveries (event_id)
+        WHERE event_id IS NOT NULL AND webhook_id IS NULL;
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at);
+    """,
+    # 6: theHarvester's scan type is `harvester` (the contract's name), never `theharvester`
     """
     UPDATE scans SET scan_type = 'harvester' WHERE scan_type = 'theharvester';
     UPDATE api_keys SET allowed_scan_types = (

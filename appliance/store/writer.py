@@ -16,6 +16,7 @@ import aiosqlite
 
 from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
+from appliance.store import functions
 from appliance.store.ops import Op
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Writer:
         for pragma in (f"busy_timeout = {self._busy_timeout_ms}", "journal_mode = WAL",
                        "synchronous = NORMAL", "foreign_keys = ON"):
             await self._conn.execute(f"PRAGMA {pragma}")
+        for name, arity, fn in functions.FUNCTIONS:
+            await self._conn.create_function(name, arity, fn, deterministic=True)
         self._tasks = [asyncio.create_task(self._run(), name="writer"),
                        asyncio.create_task(self._flush_periodically(), name="writer-flush")]
 

@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from appliance.store import migrate
-from appliance.store.db import _statements
+from appliance.store.db import _statements, connect
 from appliance.store.schema import MIGRATIONS
 
 
 def test_theharvester_is_renamed(tmp_path):
-    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
-    conn.row_factory = sqlite3.Row
+    conn = connect(tmp_path / "a.db")  # with the SQL functions earlier migrations use
     for number, script in enumerate(MIGRATIONS[:-1], start=1):  # the schema as it was before
         for statement in _statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
-    conn.execute("INSERT INTO tenants VALUES ('t1', 'default', 0)")
+    conn.execute("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'default', 0)")
     key = ("INSERT INTO api_keys (id, tenant_id, key_hash, prefix, name, scopes, allowed_scan_types, rate_minute,"
            " rate_hour, rate_day, status, created_at) VALUES (?, 't1', ?, 'p', 'k', '[]', ?, 1, 1, 1, 'active', 0)")
     for key_id, types in (("k1", '["nmap","theharvester","trivy"]'), ("k2", '["theharvester","harvester"]'),
