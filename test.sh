@@ -9,4 +9,5 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 bash build.sh
+bash build.sh engines
 exec .venv/bin/python -m pytest "$@"
