@@ -36,9 +36,10 @@ DBMS = ("mysql", "postgresql", "mssql", "oracle", "sqlite", "access", "firebird"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # A form body: name=value pairs joined by '&'. Values may be percent-encoded and may hold sqlmap's '*'
 # injection marker; nothing that a shell or sqlmap's option parser would read specially.
-_PAIR = r"[A-Za-z0-9_.\-\[\]]{1,64}=[A-Za-z0-9_.\-~+%*,:@]{0,512}"
+_PAIR = r"[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]{0,63}=[A-Za-z0-9_.\-~+%*,:@]{0,512}"
 DATA_PATTERN = rf"{_PAIR}(?:&{_PAIR}){{0,63}}"
-_CRITICAL_RE = re.compile(r"^\[[^\]]*\] \[CRITICAL\] (.+)$", re.MULTILINE)
+# sqlmap starts some lines with '\r' (it redraws a progress line in place).
+_CRITICAL_RE = re.compile(r"^\r?\[[^\]]*\] \[CRITICAL\] (.+?)\r?$", re.MULTILINE)
 # [CRITICAL] lines of a run that worked: it tested and found nothing.
 _NOT_FAILURES = ("do not appear to be injectable", "sqlmap is going to retry")
 _STACKED = "stacked queries"

@@ -19,6 +19,7 @@ import html
 import http.server
 import sqlite3
 import threading
+from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,6 +61,12 @@ class VulnHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         pass
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            self.server.hosts_seen.add(self.headers.get("Host", ""))  # type: ignore[attr-defined]
+        return ok
 
     def _send(self, status: int, body: str, content_type: str = "text/html; charset=utf-8") -> None:
         data = body.encode()
@@ -114,18 +121,32 @@ class VulnHandler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], handler: type[VulnHandler]) -> None:
+        super().__init__(address, handler)
+        self.hosts_seen: set[str] = set()  # every Host header received: the vhost tests check it
+
     def handle_error(self, request: object, client_address: object) -> None:
         """Silent: scanners drop connections mid-request on purpose."""
 
 
+@dataclass
+class VulnApp:
+    port: int
+    hosts_seen: set[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
 @contextlib.contextmanager
-def vuln_app(port: int = 0) -> Iterator[int]:
-    """Serve the app on 127.0.0.1 in a thread; yields the port."""
+def vuln_app(port: int = 0) -> Iterator[VulnApp]:
+    """Serve the app on 127.0.0.1 in a thread."""
     server = _Server(("127.0.0.1", port), VulnHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.server_address[1]
+        yield VulnApp(server.server_address[1], server.hosts_seen)
     finally:
         server.shutdown()
         server.server_close()
