@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,14 +15,21 @@ from appliance.api import engines, keys, scans
 from appliance.api.envelope import error_response
 from appliance.api.middleware import RequestMiddleware
 from appliance.config import Config
-from appliance.errors import ApiError
+from appliance.errors import ApiError, StorageFull
 from appliance.services import Services
+from appliance.workers import routes as worker_routes
 
 API_PREFIXES = ("/api/v1", "/scan-api/api/v1")
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
 async def health(request: Request) -> JSONResponse:
+    """503 while the appliance cannot store what it is asked to: load balancers route elsewhere and
+    the operator sees why."""
+    problem = await request.app.state.services.writer.check_health()
+    if problem is not None:
+        return JSONResponse({"status": "degraded", "reason": problem}, status_code=503,
+                            headers={"Retry-After": str(StorageFull.RETRY_AFTER)})
     return JSONResponse({"status": "ok"})
 
 
@@ -51,7 +58,7 @@ def create_app(config: Config) -> Starlette:
 
     api_routes = [*keys.routes, *scans.routes, *engines.routes]
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]),
+        routes=[Route("/health", health, methods=["GET"]), *worker_routes.routes,
                 *(Mount(prefix, routes=api_routes) for prefix in API_PREFIXES)],
         middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

@@ -8,9 +8,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 CONFIG_NAME = "config.toml"
 
@@ -35,7 +36,7 @@ def _choice(*options: str) -> Callable[[Any], str | None]:
     return lambda v: None if v in options else f"must be one of {', '.join(options)}"
 
 
-def _cidrs(values: list) -> str | None:
+def _cidrs(values: list[Any]) -> str | None:
     for v in values:
         try:
             ipaddress.ip_network(str(v), strict=False)
@@ -44,7 +45,7 @@ def _cidrs(values: list) -> str | None:
     return None
 
 
-def _targets(values: list) -> str | None:
+def _targets(values: list[Any]) -> str | None:
     from appliance.targets import parse_policy_entry  # late: targets imports nothing from here
 
     for v in values:
@@ -55,12 +56,18 @@ def _targets(values: list) -> str | None:
     return None
 
 
-def _int_table(values: dict) -> str | None:
+def _redis_url(value: str) -> str | None:
+    if value and not value.startswith(("redis://", "rediss://")):
+        return "must start with redis:// or rediss://"
+    return None
+
+
+def _int_table(values: dict[str, Any]) -> str | None:
     bad = [k for k, v in values.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
     return f"{bad[0]} must be a positive integer" if bad else None
 
 
-def _str_table(values: dict) -> str | None:
+def _str_table(values: dict[str, Any]) -> str | None:
     bad = [k for k, v in values.items() if not isinstance(v, str)]
     return f"{bad[0]} must be a string" if bad else None
 
@@ -73,10 +80,22 @@ KEYS: dict[str, Key] = {
     "server.hostname": Key("str", "localhost", "Name put in the self-signed certificate."),
     "server.shutdown_grace_seconds": Key("int", 10, "How long SIGTERM waits for in-flight requests.",
                                          _range(1, 600)),
+    "server.handshake_timeout_seconds": Key("float", 10.0, "A TLS handshake not finished by then is dropped.",
+                                            _range(0.5, 60)),
+    "server.header_timeout_seconds": Key("float", 10.0, "Time to send a request's line and headers (and the "
+                                         "longest pause inside its body); the connection is closed after it.",
+                                         _range(0.5, 60)),
+    "server.max_connections": Key("int", 1000, "Open connections served at once; requests beyond it get 503 "
+                                  "(size LimitNOFILE in the systemd unit to match).", _range(1, 100000)),
     "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),
     "tls.key_file": Key("str", "", "Private key of tls.cert_file (PEM)."),
     "storage.busy_timeout_ms": Key("int", 5000, "SQLite busy timeout.", _range(100, 600000)),
-    "queue.workers": Key("int", 4, "Scan worker threads in the serve process.", _range(1, 64)),
+    "queue.backend": Key("str", "sqlite", "Where scan jobs wait: sqlite (embedded) or redis (remote workers).",
+                         _choice("sqlite", "redis")),
+    "queue.redis_url": Key("str", "", "With queue.backend = redis: redis:// or rediss:// URL, password in it.",
+                           _redis_url),
+    "queue.workers": Key("int", 4, "Scans the serve process runs itself at once; 0: only remote workers scan.",
+                         _range(0, 64)),
     "queue.max_delay_seconds": Key("float", 0.25, "Longest pause between queue polls.", _range(0.05, 10)),
     "engines.concurrency": Key("table", {"nmap": 2}, "Per-engine cap on simultaneous scans.", _int_table),
     "engines.paths": Key("table", {}, "Per-engine executable path; default: looked up on PATH.",
@@ -88,6 +107,11 @@ KEYS: dict[str, Key] = {
                                     _range(60, 30 * 86400)),
     "scans.reconcile_interval_seconds": Key("int", 30, "How often orphaned scans are looked for.",
                                             _range(1, 3600)),
+    "scans.lease_seconds": Key("int", 30, "A worker silent this long loses its scan (re-queued once).",
+                               _range(5, 3600)),
+    "scans.max_running_per_tenant": Key("int", 0, "Scans one tenant may run at once; 0: no cap.",
+                                        _range(0, 10000)),
+    "scans.max_timeout_seconds": Key("int", 86400, "Longest timeout a scan may ask for.", _range(30, 86400)),
     "scans.heartbeat_seconds": Key("int", 5, "How often a running scan reports it is alive.",
                                    _range(1, 300)),
     "targets.denylist": Key("list", ["0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
@@ -111,7 +135,7 @@ def _type_problem(key: Key, value: Any) -> str | None:
     elif key.type == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:
-        ok = isinstance(value, expected)
+        ok = expected is not None and isinstance(value, expected)
     if not ok:
         return f"must be {_TYPE_NAMES[key.type]}"
     return key.check(value) if key.check else None
@@ -163,6 +187,8 @@ def validate(flat: dict[str, Any]) -> dict[str, Any]:
         if problem:
             raise ConfigError(f"{name}: {problem}")
         values[name] = float(value) if key.type == "float" else value
+    if values["queue.backend"] == "redis" and not values["queue.redis_url"]:
+        raise ConfigError("queue.redis_url: required when queue.backend = \"redis\"")
     return values
 
 

@@ -3,23 +3,44 @@ TLS listener) can replace uvicorn without touching the app."""
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from appliance.httpguard import MAX_HEADER_BYTES, Limits, loop_factory, protocol
 
-def run(app: ASGIApp, host: str, port: int, context: ssl.SSLContext, grace_seconds: int,
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the app starts: a port in use is one clear error (OSError)
+    before anything has been started, not a failure after "startup complete"."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(app: ASGIApp, sock: socket.socket, context: ssl.SSLContext, grace_seconds: int, limits: Limits,
         log_level: str = "info") -> None:
-    """Serve ``app`` over TLS until SIGTERM/SIGINT, then drain and return (exit status 0)."""
+    """Serve ``app`` over TLS on ``sock`` until SIGTERM/SIGINT, then drain and return (exit status 0)."""
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=host, port=port, http=protocol(limits), lifespan="on",
+        loop=loop_factory(limits),  # type: ignore[arg-type]  # uvicorn takes a factory, typed as only a name
         ssl_context_factory=lambda _config, _default: context,
         timeout_graceful_shutdown=grace_seconds, log_level=log_level, access_log=False,
         server_header=False, date_header=False, proxy_headers=False,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # the same bound if h11 is ever chosen
     )
     # uvicorn re-raises the signal it caught once it has shut down; with our no-op handler in place
     # that re-raise is absorbed and the process exits 0, as systemd expects from a clean stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])

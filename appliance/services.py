@@ -1,29 +1,54 @@
-"""Everything a running appliance holds, built once per app and reached as ``app.state.services``."""
+"""Everything a running appliance holds, built once per app and reached as ``app.state.services``.
+
+The scan core's parts are assembled here and handed their collaborators explicitly: the task, the
+intake, the reconciler and the queue never import this module.
+"""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
 from appliance.config import Config
-from appliance.scanning.queue import ScanQueue, make_huey
-from appliance.scanning.reconciler import Reconciler
-from appliance.scanning.worker import ScanWorker
+from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
+from appliance.scanning.intake import Intake, IntakeSettings
+from appliance.scanning.job import Job
+from appliance.scanning.queue import Backend, ScanQueue
+from appliance.scanning.reconciler import Reconciler, ReconcilerSettings
+from appliance.scanning.reporter import LocalReporter
+from appliance.scanning.task import ScanTask, TaskSettings
 from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
 from appliance.targets import Policy
 from appliance.usage import CallLog
-from engines import build_registry
+from engines import Engine, build_registry
 
 log = logging.getLogger(__name__)
+
+
+def make_backend(config: Config) -> Backend:
+    return Backend(config["queue.backend"], sqlite_path=str(config.queue_path), redis_url=config["queue.redis_url"],
+                   busy_timeout=config["storage.busy_timeout_ms"] / 1000)
+
+
+def engine_caps(config: Config, engines: dict[str, Any]) -> dict[str, int]:
+    """The engines this host can run, each with its simultaneous-scan cap."""
+    caps = config["engines.concurrency"]
+    workers = config["queue.workers"]
+    return {name: caps.get(name, workers) for name, engine in engines.items()
+            if isinstance(engine, Engine) and engine.probe().available}
 
 
 class Services:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.boot_id = f"boot-{uuid.uuid4()}"  # tells this process's scans from a dead one's
+        self.boot_id = f"boot-{uuid.uuid4()}"  # tells this process's leases from a dead one's
         busy = config["storage.busy_timeout_ms"]
         self.reader = Reader(config.db_path, busy)
         self.writer = Writer(config.db_path, busy)
@@ -31,13 +56,21 @@ class Services:
         self.calls = CallLog()
         self.auth = Authenticator(self.reader, self.limiter, config["server.trusted_proxies"],
                                   config["ratelimit.failed_auth_per_minute"])
-        self.engines = build_registry(config["engines.paths"])
-        self.worker = ScanWorker(self)
-        self.queue = ScanQueue(make_huey(config), self.worker.execute)
-        self.reconciler = Reconciler(self)
+        self.engines = build_registry(config["engines.paths"], config.data_dir / "engine-data")
+        self.dispatcher = Dispatcher(self.policy, self.engines, self.zones)
+        self.queue = ScanQueue(make_backend(config), self._run_job)
+        self.intake = Intake(self.reader, self.writer, self.dispatcher, self.queue.enqueue, IntakeSettings(
+            config["scans.lease_seconds"], config["scans.max_running_per_tenant"]))
+        self.reconciler = Reconciler(self.reader, self.writer, self.dispatcher, self.queue.enqueue,
+                                     self.queue.pending_ids, ReconcilerSettings(
+                                         self.boot_id, config["scans.max_queued_seconds"],
+                                         config["scans.kill_grace_seconds"]))
+        self.stopping = threading.Event()  # the server is shutting down: running scans are handed back
+        self._task: ScanTask | None = None
         self._policies: dict[str, Policy] = {}
+        self._zones: list[Zone] | None = None
         self._epoch: str | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- caches invalidated by the epoch counter ---------------------------------------------------
     def policy(self, tenant_id: str) -> Policy:
@@ -51,17 +84,33 @@ class Services:
             self._policies[tenant_id] = policy
         return policy
 
+    def zones(self) -> list[Zone]:
+        """The zones of every worker not revoked."""
+        if self._zones is None:
+            rows = self.reader.all("SELECT zones FROM workers WHERE revoked_at IS NULL")
+            self._zones = zones_from(z for r in rows for z in json.loads(r["zones"]))
+        return self._zones
+
     def _check_epoch(self) -> None:
-        """The CLI bumps ``meta.epoch`` on every key, tenant or target change it commits."""
+        """The CLI bumps ``meta.epoch`` on every key, tenant, target or worker change it commits."""
         epoch = self.reader.scalar("SELECT value FROM meta WHERE key = 'epoch'")
         if epoch != self._epoch:
             self._epoch = epoch
             self.auth.invalidate()
             self._policies.clear()
+            self._zones = None
 
-    async def commit_keys(self, *ops: Op) -> None:
-        await self.writer.write(*ops)
+    async def commit_keys(self, *ops: Op) -> list[int]:
+        results = await self.writer.write(*ops)
         self._check_epoch()
+        return results
+
+    def _run_job(self, job: dict[str, Any]) -> str:
+        assert self._task is not None, "a queue consumer runs only after start()"
+        return self._task(job)
+
+    def enqueue(self, job: Job) -> None:
+        self.queue.enqueue(job)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -78,7 +127,14 @@ class Services:
             self.writer.add_source(drain)
         self.config.scans_dir.mkdir(mode=0o700, exist_ok=True)
         await self.reconciler.run_once(startup=True)
-        self.queue.start(self.config["queue.workers"], self.config["queue.max_delay_seconds"])
+        workers = self.config["queue.workers"]
+        if workers > 0:
+            reporter = LocalReporter(self.intake, asyncio.get_running_loop(), self.boot_id)
+            self._task = ScanTask(self.engines, reporter, self.config.scans_dir, TaskSettings(
+                kill_grace=self.config["scans.kill_grace_seconds"], output_cap=self.config["scans.output_cap_bytes"],
+                tick_seconds=min(1.0, self.config["scans.heartbeat_seconds"])), self.stopping)
+            caps = await asyncio.to_thread(engine_caps, self.config, self.engines)
+            self.queue.start([""], caps, workers, self.config["queue.max_delay_seconds"])
         self._tasks = [asyncio.create_task(self._every(0.5, self._check_epoch), name="epoch"),
                        asyncio.create_task(self._every(self.config["scans.reconcile_interval_seconds"],
                                                        self.reconciler.run_once), name="reconciler")]
@@ -87,14 +143,14 @@ class Services:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.worker.stopping.set()
+        self.stopping.set()
         timeout = self.config["scans.kill_grace_seconds"] + 10
         await asyncio.to_thread(self.queue.stop, timeout)
         await self.writer.stop()
         self.reader.close()
 
     @staticmethod
-    async def _every(seconds: float, job) -> None:  # type: ignore[no-untyped-def]
+    async def _every(seconds: float, job: Callable[[], Awaitable[object] | object]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:

@@ -3,14 +3,19 @@
 Every tenant has an allowlist (CIDRs and domain suffixes); an empty one allows nothing. The
 config's global denylist always wins. A hostname is checked by name on submit and again by the
 worker against the addresses it resolves to, so that DNS cannot smuggle a denied address in.
+
+IPv6 addresses that embed an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``)
+reach that IPv4 host, so every check sees them as the IPv4 address: otherwise an allowlist covering
+``::/0`` would let ``::ffff:169.254.169.254`` past an IPv4 denylist.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Union
 from urllib.parse import urlsplit
 
 TARGET_TYPES = ("host", "url", "domain", "ip", "network")
@@ -18,8 +23,34 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Largest network one scan may cover: a /16 is 65k addresses, already hours of nmap.
 _MIN_PREFIX = {4: 16, 6: 112}
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]  # noqa: UP007 - a runtime alias
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]  # noqa: UP007
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packets end up at.
+IPV4_EMBEDDING = (ipaddress.IPv6Network("::ffff:0:0/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+_ALL_V4 = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+def as_ipv4(net: Network) -> Network:
+    """An IPv6 network inside an IPv4-embedding prefix as the IPv4 network it reaches; else ``net``."""
+    if isinstance(net, ipaddress.IPv6Network):
+        for prefix in IPV4_EMBEDDING:
+            if net.subnet_of(prefix):
+                return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
+def embedded_ipv4(net: Network) -> list[Network]:
+    """The IPv4 space an IPv6 network reaches through the embedding prefixes it overlaps: a deny
+    entry such as ``::/0`` denies the IPv4 hosts its mapped addresses would reach, too."""
+    if not isinstance(net, ipaddress.IPv6Network):
+        return []
+    out: list[Network] = []
+    for prefix in IPV4_EMBEDDING:
+        if net.subnet_of(prefix):
+            out.append(as_ipv4(net))
+        elif prefix.subnet_of(net):
+            out.append(_ALL_V4)
+    return out
 
 
 class TargetError(ValueError):
@@ -101,7 +132,7 @@ def _parse_url(text: str) -> Target:
     if parts.username or parts.password:
         raise TargetError("url must not carry credentials")
     try:
-        parts.port
+        _ = parts.port  # urlsplit parses the port lazily: reading it is the check
     except ValueError:
         raise TargetError("url has an invalid port") from None
     host = (parts.hostname or "").lower()
@@ -129,8 +160,8 @@ def parse_policy_entry(text: str) -> PolicyEntry:
     """An allow/deny entry: an IP, a CIDR, or a domain suffix (``example.com``, ``*.example.com``)."""
     raw = text.strip()
     try:
-        return PolicyEntry(str(ipaddress.ip_network(raw, strict=False)),
-                           network=ipaddress.ip_network(raw, strict=False))
+        net = as_ipv4(ipaddress.ip_network(raw, strict=False))
+        return PolicyEntry(str(net), network=net)
     except ValueError:
         pass
     name = raw.removeprefix("*.").removeprefix(".").rstrip(".").lower()
@@ -145,25 +176,28 @@ class Policy:
     deny: tuple[PolicyEntry, ...]
 
     @classmethod
-    def build(cls, allow: Iterable[str], deny: Iterable[str]) -> "Policy":
-        return cls(tuple(map(parse_policy_entry, allow)), tuple(map(parse_policy_entry, deny)))
+    def build(cls, allow: Iterable[str], deny: Iterable[str]) -> Policy:
+        denied = [parse_policy_entry(d) for d in deny]
+        denied += [PolicyEntry(str(v4), network=v4) for e in denied if e.network is not None
+                   for v4 in embedded_ipv4(e.network)]
+        return cls(tuple(map(parse_policy_entry, allow)), tuple(denied))
 
     def _net_denied(self, net: Network) -> bool:
-        return any(e.network is not None and e.network.version == net.version and e.network.overlaps(net)
-                   for e in self.deny)
+        net = as_ipv4(net)
+        return any(e.network is not None and networks_overlap(e.network, net) for e in self.deny)
 
     def _net_allowed(self, net: Network) -> bool:
-        return any(e.network is not None and e.network.version == net.version and net.subnet_of(e.network)
-                   for e in self.allow)
+        net = as_ipv4(net)
+        return any(e.network is not None and network_within(net, e.network) for e in self.allow)
 
     def check_addresses(self, addresses: Iterable[Address], name_allowed: bool) -> str | None:
         """Resolved addresses: none denied, and all allowed unless the name itself was."""
         for addr in addresses:
             net = ipaddress.ip_network(addr)
             if self._net_denied(net):
-                return f"{addr} is on the appliance's denylist"
+                return f"{_shown(net)} is on the appliance's denylist"
             if not name_allowed and not self._net_allowed(net):
-                return f"{addr} is not on this tenant's allowlist"
+                return f"{_shown(net)} is not on this tenant's allowlist"
         return None
 
     def name_allowed(self, name: str) -> bool:
@@ -178,9 +212,9 @@ class Policy:
         addresses are what it resolved to now: the scanner is given these, not a later lookup."""
         if target.network is not None:
             if self._net_denied(target.network):
-                return f"{target.network} is on the appliance's denylist", ()
+                return f"{_shown(target.network)} is on the appliance's denylist", ()
             if not self._net_allowed(target.network):
-                return f"{target.network} is not on this tenant's allowlist", ()
+                return f"{_shown(target.network)} is not on this tenant's allowlist", ()
             return None, ()
         name = target.host or ""
         if any(e.matches_name(name) for e in self.deny):
@@ -194,10 +228,34 @@ class Policy:
         return self.check_addresses(addresses, allowed), addresses
 
 
+def _shown(net: Network) -> str:
+    text = str(net.network_address) if net.num_addresses == 1 else str(net)
+    v4 = as_ipv4(net)
+    if v4 is net:
+        return text
+    return f"{text} (IPv4 {v4.network_address if v4.num_addresses == 1 else v4})"
+
+
+def networks_overlap(a: Network, b: Network) -> bool:
+    if isinstance(a, ipaddress.IPv4Network) and isinstance(b, ipaddress.IPv4Network):
+        return a.overlaps(b)
+    if isinstance(a, ipaddress.IPv6Network) and isinstance(b, ipaddress.IPv6Network):
+        return a.overlaps(b)
+    return False
+
+
+def network_within(inner: Network, outer: Network) -> bool:
+    if isinstance(inner, ipaddress.IPv4Network) and isinstance(outer, ipaddress.IPv4Network):
+        return inner.subnet_of(outer)
+    if isinstance(inner, ipaddress.IPv6Network) and isinstance(outer, ipaddress.IPv6Network):
+        return inner.subnet_of(outer)
+    return False
+
+
 def resolve_host(name: str) -> list[Address]:
     """Every address ``name`` resolves to (empty when it does not); blocking."""
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         return []
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))

@@ -7,10 +7,12 @@ import sqlite3
 from appliance import clock
 from appliance.audit import audit_op
 from appliance.store.ops import BUMP_EPOCH, Op
-from appliance.targets import parse_policy_entry
+from appliance.targets import Policy, networks_overlap, parse_policy_entry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+# Widest allowlist entry taken without --force: a /8 is 16 million addresses already.
+WIDEST_ALLOW = {4: 8, 6: 32}
 
 
 def check_name(name: str) -> str:
@@ -46,4 +48,29 @@ def policy_entries(conn: sqlite3.Connection, tenant_id: str) -> dict[str, list[s
     for kind, entry in conn.execute(
             "SELECT kind, entry FROM target_policy WHERE tenant_id = ? ORDER BY kind, entry", (tenant_id,)):
         out[kind].append(entry)
+    return out
+
+
+def too_wide(entry: str) -> str | None:
+    """Why ``entry`` is too wide to allow without confirmation, or None."""
+    net = parse_policy_entry(entry).network
+    if net is not None and net.prefixlen < WIDEST_ALLOW[net.version]:
+        return f"{net} is wider than a /{WIDEST_ALLOW[net.version]}"
+    return None
+
+
+def denylist_warnings(entries: list[str], denylist: list[str]) -> list[str]:
+    """What the global denylist takes back from allowlist ``entries``: the operator should know that
+    allowing 169.254.0.0/16 allows nothing."""
+    deny = Policy.build([], denylist)
+    out = []
+    for text in entries:
+        entry = parse_policy_entry(text)
+        hits = [d.text for d in deny.deny if (
+            (entry.network is not None and d.network is not None and networks_overlap(d.network, entry.network))
+            or (entry.suffix is not None and d.suffix is not None
+                and (d.matches_name(entry.suffix) or entry.matches_name(d.suffix))))]
+        if hits:
+            out.append(f"{entry.text} overlaps the global denylist (targets.denylist: {', '.join(hits)}); "
+                       "those addresses stay denied")
     return out

@@ -12,9 +12,10 @@ import hashlib
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 CONFIDENCES = ("high", "medium", "low")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 from engines.base import Engine, Finding, Option, OptionError, Outcome, ScanSpec, extract_cves
 
@@ -119,9 +120,10 @@ def has_raw_socket_capability() -> bool:
 
 
 class NmapEngine(Engine):
-    name = "nmap"
-    title = "Nmap"
-    binary = "nmap"
+    # Scanner declares these per instance; an engine's are its class's (see Engine in engines/base.py).
+    name = "nmap"  # type: ignore[misc]
+    title = "Nmap"  # type: ignore[misc]
+    binary = "nmap"  # type: ignore[misc]
     target_types = frozenset({"host", "ip", "domain", "network"})
     default_timeout = 3600
     version_args = ("--version",)
@@ -168,8 +170,9 @@ class NmapEngine(Engine):
             argv += ["--script", script_expression(opts["scripts"])]
         if "hostTimeout" in opts:
             argv += ["--host-timeout", f"{opts['hostTimeout']}s"]
-        argv += ["--max-retries", "2", "--stats-every", "2s", "-oX", str(spec.workdir / REPORT),
-                 "--noninteractive", "-n"]
+        # No --noninteractive: it also silences --stats-every, and with it the <taskprogress> lines
+        # progress is read from (checked with nmap 7.93). stdin is /dev/null, so no key is ever read.
+        argv += ["--max-retries", "2", "--stats-every", "2s", "-oX", str(spec.workdir / REPORT), "-n"]
         if spec.target_type in _SINGLE_HOST_TYPES:
             argv.append("-Pn")
         # Without root, nmap refuses raw scans unless told that it holds the capability.
@@ -178,8 +181,8 @@ class NmapEngine(Engine):
         target = spec.target
         if spec.addresses:  # the vetted addresses of a hostname: nmap must not look it up again
             target = next((a for a in spec.addresses if ":" not in a), spec.addresses[0])
-            if ":" in target:
-                argv.append("-6")
+        if ":" in target:  # an IPv6 address or network: nmap scans IPv6 only when told so
+            argv.append("-6")
         return [*argv, "--", target]
 
     def progress(self, spec: ScanSpec) -> int | None:
@@ -211,7 +214,7 @@ class NmapEngine(Engine):
             elif elem.tag == "host" and elem.get("timedout") == "true":
                 timed_out += 1
         finished = runstats.find("finished") if runstats is not None else None
-        if finished is None:
+        if runstats is None or finished is None:
             return _failed(f"report is incomplete: nmap stopped before it finished (exit {returncode})")
         if finished.get("exit") != "success":
             return _failed(_first_line(finished.get("errormsg", "")) or "nmap reported an error")
@@ -235,13 +238,15 @@ def _top_elements(path: Path) -> Iterator[ET.Element]:
     """Each complete child of ``<nmaprun>``; stops quietly where the file is cut or broken."""
     if not path.is_file():
         return
-    parser = ET.XMLPullParser(events=("start", "end"))
-    root, depth = None, 0
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+    root: ET.Element | None = None
+    depth = 0
     with open(path, "rb") as report:
         while chunk := report.read(65536):
             parser.feed(chunk)
             try:
-                for event, elem in parser.read_events():
+                for entry in parser.read_events():
+                    event, elem = cast("tuple[str, ET.Element]", entry)  # "start"/"end" carry elements
                     depth += 1 if event == "start" else -1
                     if root is None:
                         root = elem
@@ -294,11 +299,12 @@ def _port_findings(port: ET.Element, where: str | None, ip: str | None) -> Itera
 
 
 def _os_finding(host: ET.Element, where: str | None, ip: str | None) -> Iterator[Finding]:
-    matches = [{"name": m.get("name"), "accuracy": int(m.get("accuracy", "0")),
-                "cpe": [c.text for c in m.iter("cpe") if c.text]}
-               for m in host.findall("os/osmatch")[:5]]  # nmap lists them best first
+    osmatches = host.findall("os/osmatch")[:5]  # nmap lists them best first
+    accuracies = [int(m.get("accuracy", "0")) for m in osmatches]
+    matches = [{"name": m.get("name"), "accuracy": a, "cpe": [c.text for c in m.iter("cpe") if c.text]}
+               for m, a in zip(osmatches, accuracies, strict=True)]
     if matches:
-        accuracy = matches[0]["accuracy"]
+        accuracy = accuracies[0]
         yield Finding("nmap.os", f"OS: {matches[0]['name']}", "info",
                       "high" if accuracy >= 95 else "medium" if accuracy >= 85 else "low",
                       host=where, ip=ip, raw={"osmatch": matches},

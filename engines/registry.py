@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from engines.base import Engine, Scanner
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
 
 from appliance import config as config_mod
 from appliance.app import create_app
@@ -42,8 +43,14 @@ def make_key(data_dir: Path, *args: str) -> dict:
     return json.loads(run_cli("keys", "create", "--data-dir", str(data_dir), "--json", *args))
 
 
+class AppClient(httpx.AsyncClient):
+    """An in-process client that also hands tests the app (``client.app.state.services``)."""
+
+    app: Starlette
+
+
 @contextlib.asynccontextmanager
-async def serve_in_process(data_dir: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+async def serve_in_process(data_dir: Path, **overrides: object) -> AsyncIterator[AppClient]:
     """The whole app with its lifespan (writer, queue consumer, reconciler) behind httpx."""
     cfg = config_mod.load(data_dir)
     for key, value in overrides.items():
@@ -51,13 +58,13 @@ async def serve_in_process(data_dir: Path, **overrides: object) -> AsyncIterator
     app = create_app(cfg)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
-            client.app = app  # type: ignore[attr-defined]
+        async with AppClient(transport=transport, base_url="https://testserver") as client:
+            client.app = app
             yield client
 
 
 @pytest.fixture
-async def client(data_dir: Path, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+async def client(data_dir: Path, admin_key: str) -> AsyncIterator[AppClient]:
     async with serve_in_process(data_dir) as c:
         c.headers["X-API-Key"] = admin_key
         yield c

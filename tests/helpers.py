@@ -6,7 +6,8 @@ import http.server
 import socket
 import threading
 import time
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -51,17 +52,16 @@ def wait_for(check: Callable[[], T], timeout: float, interval: float = 0.2, what
         time.sleep(interval)
 
 
-async def await_for(check: Callable[[], object], timeout: float, interval: float = 0.2,
-                    what: str = "condition") -> object:
+async def await_for(check: Callable[[], Any], timeout: float, interval: float = 0.2,
+                    what: str = "condition") -> Any:
     """``wait_for`` for async tests: ``check`` may be a coroutine function."""
     import asyncio
     import inspect
 
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
+        result = check()
+        value = await result if inspect.isawaitable(result) else result
         if value:
             return value
         if time.monotonic() > deadline:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Iterable
+from typing import Any
 
 from starlette.requests import Request
 
@@ -31,7 +32,7 @@ def _in_networks(ip: str, networks: tuple[str, ...]) -> bool:
     return any(addr.version == n.version and addr in n for n in map(ipaddress.ip_network, networks))
 
 
-def client_ip(scope: dict, trusted_proxies: tuple[str, ...]) -> str:
+def client_ip(scope: Mapping[str, Any], trusted_proxies: tuple[str, ...]) -> str:
     """The socket's peer, or the nearest untrusted hop of X-Forwarded-For when the peer is a
     configured proxy; a client cannot forge its address through a proxy we do not trust."""
     peer = (scope.get("client") or ("0.0.0.0", 0))[0]
@@ -66,6 +67,15 @@ class Authenticator:
         self._failed_limit = {"minute": failed_per_minute}
         self._cache: dict[str, KeyGrant] = {}
         self._last_used: dict[str, tuple[float, str]] = {}
+
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        return self._proxies
+
+    @property
+    def failed_limit(self) -> dict[str, int]:
+        """Failed authentications allowed per source IP and window (worker tokens share it)."""
+        return self._failed_limit
 
     def invalidate(self) -> None:
         """Forget every cached key: a key changed somewhere (API, CLI process)."""

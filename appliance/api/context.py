@@ -11,9 +11,14 @@ if TYPE_CHECKING:
     from appliance.services import Services
 
 
-def authorize(request: Request, scope: str | None) -> tuple["Services", KeyGrant]:
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def authorize(request: Request, scope: str | None) -> tuple[Services, KeyGrant]:
     """Authenticate, rate-limit and check ``scope``; raises the contract's errors."""
-    services = request.app.state.services
+    services = services_of(request)
     return services, services.auth.authenticate(request, scope)
 
 

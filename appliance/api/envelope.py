@@ -1,41 +1,68 @@
-"""The contract's JSON envelope (§1), pagination, and reading a JSON body."""
+"""The contract's JSON envelope (§1), pagination, query parameters, and reading a JSON body."""
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from appliance.errors import ApiError, ValidationError
 from appliance.store import Reader
+from appliance.validate import parse_decimal
+
+# Deeper than any body the API accepts; far below the parser's recursion limit.
+MAX_JSON_DEPTH = 32
+PAGE_PARAMS = ("page", "limit")
+
+
+class ApiJSONResponse(JSONResponse):
+    """Starlette's JSON response, except that text which is not valid Unicode (a row stored before
+    bodies were checked) is sent \\u-escaped instead of failing the request with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
 def ok(data: Any, status: int = 200, pagination: dict[str, int] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"success": True, "data": data}
     if pagination is not None:
         body["pagination"] = pagination
-    return JSONResponse(body, status_code=status)
+    return ApiJSONResponse(body, status_code=status)
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return ApiJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def check_query(request: Request, allowed: Iterable[str]) -> None:
+    """400 naming the first query parameter this route does not know: a filter that is silently
+    ignored answers a different question than the one asked."""
+    known = set(allowed)
+    unknown = sorted(name for name in request.query_params if name not in known)
+    if unknown:
+        raise ValidationError(unknown[0], f"unknown query parameter; this route accepts: {', '.join(sorted(known))}")
 
 
 def page_params(request: Request, max_limit: int = 100, default_limit: int = 20) -> tuple[int, int]:
     """``page`` (from 1) and ``limit`` (1..max_limit) from the query string."""
-    return (_query_int(request, "page", 1, 1, 10**9),
-            _query_int(request, "limit", default_limit, 1, max_limit))
+    return (query_int(request, "page", 1, 1, 10**9),
+            query_int(request, "limit", default_limit, 1, max_limit))
 
 
-def _query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    value = parse_decimal(raw)
+    if value is None or not lo <= value <= hi:
         raise ValidationError(name, f"must be an integer between {lo} and {hi}")
-    return int(raw)
+    return value
 
 
 def pagination(page: int, limit: int, total: int) -> dict[str, int]:
@@ -54,7 +81,10 @@ def paged(request: Request, reader: Reader, table: str, where: str, params: list
 
 
 async def read_json(request: Request, empty_ok: bool = False) -> Any:
-    """The request body as JSON; 400 ``INVALID_JSON`` if it is not. Size is capped by middleware."""
+    """The request body as JSON; 400 ``INVALID_JSON`` if it is not. Size is capped by middleware.
+
+    Every string that reaches the database comes through here, so this is where text that cannot
+    be stored and served again (lone UTF-16 surrogates from ``\\ud800`` escapes) is refused."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
     if not body.strip():
@@ -64,6 +94,35 @@ async def read_json(request: Request, empty_ok: bool = False) -> Any:
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(400, "INVALID_JSON", "Content-Type must be application/json")
     try:
-        return json.loads(body)
+        data = json.loads(body)
+    except RecursionError:
+        raise ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "INVALID_JSON", f"malformed JSON: {exc}") from None
+    _check_tree(data)
+    return data
+
+
+def _check_tree(data: Any) -> None:
+    """Depth and Unicode validity of every key and string, iteratively (no recursion to exhaust)."""
+    stack: list[tuple[str, Any, int]] = [("body", data, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(path, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(path, key)  # a bad key is reported as its object
+                stack.append((key if path == "body" else f"{path}.{key}", item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item, depth + 1) for index, item in enumerate(value))
+
+
+def _check_text(path: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        message = "not valid Unicode (lone surrogate escape)"
+        raise ApiError(400, "INVALID_JSON", f"{path}: {message}", [{"field": path, "message": message}]) from None

@@ -7,9 +7,13 @@ import logging
 import re
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.errors import StorageFull, is_disk_full
+from appliance.validate import parse_decimal
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1 << 20
@@ -23,12 +27,13 @@ class _TooLarge(Exception):
     pass
 
 
-def _envelope(status: int, code: str, message: str) -> bytes:
+def _envelope(code: str, message: str) -> bytes:
     return json.dumps({"success": False, "error": message, "code": code}).encode()
 
 
 class RequestMiddleware:
-    """Outermost layer: it answers 413 and 500 itself, so no error escapes without the envelope."""
+    """Outermost layer: it answers 413, 500 and a full disk's 503 itself, so no error escapes
+    without the envelope (and, once the request authenticated, without its rate-limit headers)."""
 
     def __init__(self, app: ASGIApp, record: Callable[[dict[str, Any]], None] | None = None,
                  max_body: int = MAX_BODY) -> None:
@@ -46,10 +51,20 @@ class RequestMiddleware:
         state = {"status": 500, "started": False}
 
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._reply(send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
-            self._log(scope, state, started, sent)
-            return
+        if length is not None:
+            text = length.decode("latin-1")
+            declared = parse_decimal(text)
+            if declared is None and text.isascii() and text.isdigit():
+                declared = self.max_body + 1  # more digits than parse_decimal reads: a number, too large
+            if declared is None:
+                await self._reply(scope, send, 400, "VALIDATION_ERROR", "content-length: not a decimal length",
+                                  sent, state)
+                self._log(scope, state, started, sent)
+                return
+            if declared > self.max_body:
+                await self._reply(scope, send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
+                self._log(scope, state, started, sent)
+                return
 
         received = 0
 
@@ -77,11 +92,18 @@ class RequestMiddleware:
             await self.app(scope, limited_receive, wrapped_send)
         except _TooLarge:
             if not state["started"]:
-                await self._reply(send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
-        except Exception:
-            log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], sent)
-            if not state["started"]:
-                await self._reply(send, 500, "INTERNAL_ERROR", "internal error", sent, state)
+                await self._reply(scope, send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
+        except Exception as exc:
+            if is_disk_full(exc):
+                log.error("write failed for lack of space on %s %s (request %s): %s", scope["method"],
+                          scope["path"], sent, exc)
+                if not state["started"]:
+                    full = StorageFull()
+                    await self._reply(scope, send, full.status, full.code, full.message, sent, state, full.headers)
+            else:
+                log.exception("unhandled error on %s %s (request %s)", scope["method"], scope["path"], sent)
+                if not state["started"]:
+                    await self._reply(scope, send, 500, "INTERNAL_ERROR", "internal error", sent, state)
         self._log(scope, state, started, sent)
 
     @staticmethod
@@ -89,14 +111,16 @@ class RequestMiddleware:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         return given if _REQUEST_ID.match(given) else str(uuid.uuid4())
 
-    async def _reply(self, send: Send, status: int, code: str, message: str, request_id: str,
-                     state: dict[str, Any]) -> None:
-        body = _envelope(status, code, message)
+    async def _reply(self, scope: Scope, send: Send, status: int, code: str, message: str, request_id: str,
+                     state: dict[str, Any], extra: dict[str, str] | None = None) -> None:
+        body = _envelope(code, message)
         state["status"] = status
         state["started"] = True
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode())]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"x-request-id", request_id.encode())]
+        for name, value in {**scope.get(RATE_HEADERS, {}), **(extra or {})}.items():
+            headers.append((name.lower().encode(), str(value).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _log(self, scope: Scope, state: dict[str, Any], started: float, request_id: str) -> None:

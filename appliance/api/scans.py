@@ -3,32 +3,47 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
 import uuid
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from appliance import clock
-from appliance.api.context import authorize
-from appliance.api.envelope import ok, paged, read_json
+from appliance.api.context import authorize, services_of
+from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning import model
+from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
+from appliance.validate import parse_decimal
 from engines.base import SEVERITIES
 
+log = logging.getLogger(__name__)
 _NOT_FOUND = ApiError(404, "SCAN_NOT_FOUND", "scan not found")
+LIST_PARAMS = ("scanType", "status", "tag", "target", "createdAfter", "createdBefore", *PAGE_PARAMS)
+# Results filters: query parameter -> SQL matching one value (repeat a parameter to match any of several).
+# The JSON paths have expression indexes (migration 2) so a filter on a large scan stays an index lookup.
+RESULT_FILTERS = {
+    "ruleId": "json_extract(body, '$.ruleId') = ?",
+    "host": "(json_extract(body, '$.host') = ? OR json_extract(body, '$.ip') = ?)",
+    "port": "json_extract(body, '$.port') = ?",
+    "cve": "EXISTS (SELECT 1 FROM json_each(findings.body, '$.cve') WHERE value = ?)",
+    "fingerprint": "fingerprint = ?",
+}
+RESULT_PARAMS = ("format", "severity", "scanType", *RESULT_FILTERS, *PAGE_PARAMS)
 
 
-def _scan_row(request: Request, tenant_id: str):
+def _scan_row(request: Request, tenant_id: str) -> sqlite3.Row:
     """The tenant's scan, else 404 — also for another tenant's scan and a ``scanType`` mismatch."""
     scan_id = request.path_params["scan_id"]
     try:
         uuid.UUID(scan_id)
     except ValueError:
         raise _NOT_FOUND from None
-    row = request.app.state.services.reader.one(
-        "SELECT * FROM scans WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
+    row = services_of(request).reader.one("SELECT * FROM scans WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
     wanted = request.query_params.get("scanType")
     if row is None or (wanted is not None and wanted != row["scan_type"]):
         raise _NOT_FOUND
@@ -37,24 +52,34 @@ def _scan_row(request: Request, tenant_id: str):
 
 async def create_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:create")
-    row, target = parse_scan(await read_json(request), grant, services.engines)
-    problem = await asyncio.to_thread(services.policy(grant.tenant_id).check, target)
+    row, target = parse_scan(await read_json(request), grant, services.engines,
+                             services.config["scans.max_timeout_seconds"])
+    problem, addresses = await asyncio.to_thread(services.dispatcher.vet, grant.tenant_id, target, row["scan_type"])
     if problem:
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
-    await services.writer.write(model.insert_op(row))
-    # Huey's SQLite storage blocks on its own lock: keep it off the event loop. A crash between the
-    # two writes leaves a queued scan without a task, which the reconciler enqueues.
-    await asyncio.to_thread(services.queue.enqueue, row["id"], row["priority"])
-    return ok(model.scan_json(services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))), 201)
+    row["zone"] = services.dispatcher.route(target, addresses)
+    await services.writer.write(lifecycle.submit(row))
+    stored = services.reader.one("SELECT * FROM scans WHERE id = ?", (row["id"],))
+    assert stored is not None  # committed above, and scans are never deleted
+    # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
+    # between the two writes leaves a queued scan without a task, which the reconciler enqueues; so
+    # does a failed enqueue here: the scan is stored, and a 500 would make the client submit it twice.
+    try:
+        await asyncio.to_thread(services.enqueue, services.dispatcher.job(stored, addresses))
+    except Exception:
+        log.exception("enqueue of scan %s failed; the reconciler will enqueue it", row["id"])
+    return ok(model.scan_json(stored), 201)
 
 
-def _filters(request: Request, tenant_id: str) -> tuple[str, list]:
-    where, params = ["tenant_id = ?"], [tenant_id]
+def _filters(request: Request, tenant_id: str) -> tuple[str, list[Any]]:
+    check_query(request, LIST_PARAMS)
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     query = request.query_params
     for name, column in (("scanType", "scan_type"), ("status", "status"), ("target", "target")):
         if name in query:
-            if name == "status" and query[name] not in model.STATUSES:
-                raise ValidationError("status", f"must be one of {', '.join(model.STATUSES)}")
+            if name == "status" and query[name] not in lifecycle.STATUSES:
+                raise ValidationError("status", f"must be one of {', '.join(lifecycle.STATUSES)}")
             where.append(f"{column} = ?")
             params.append(query[name])
     if "tag" in query:
@@ -80,39 +105,65 @@ async def list_scans(request: Request) -> JSONResponse:
 
 async def get_scan(request: Request) -> JSONResponse:
     _, grant = authorize(request, "scans:read")
+    check_query(request, ("scanType",))
     return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
 
 
 async def cancel_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:cancel")
     row = _scan_row(request, grant.tenant_id)
-    if row["status"] in model.TERMINAL or not (await services.writer.write(
-            model.finish_op(row["id"], "cancelled", from_statuses=("queued", "running"))))[0]:
+    # A running scan's worker learns of the cancel from its next heartbeat (about a second).
+    if row["status"] in lifecycle.TERMINAL or not (await services.writer.write(
+            lifecycle.end(row["id"], "cancelled")))[0]:
         raise ApiError(409, "SCAN_NOT_CANCELLABLE", "scan has already finished")
-    # A running scanner watches this set and is stopped within a poll interval.
-    services.worker.cancels.add(row["id"])
     return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
 
 
 async def scan_results(request: Request) -> JSONResponse:
     services, grant = authorize(request, "results:read")
+    check_query(request, RESULT_PARAMS)
     row = _scan_row(request, grant.tenant_id)
     fmt = request.query_params.get("format", "json")
     if fmt != "json":
         raise ValidationError("format", "only json is served by this release")
-    severities = request.query_params.getlist("severity")
-    for severity in severities:
-        if severity not in SEVERITIES:
-            raise ValidationError("severity", f"must be one of {', '.join(SEVERITIES)}")
-    where, params = "scan_id = ?", [row["id"]]
-    if severities:
-        where += f" AND severity IN ({','.join('?' * len(severities))})"
-        params += severities
+    where, params = _result_filters(request, row["id"])
     findings, pages = paged(request, services.reader, "findings", where, params, "severity_rank, seq",
                             lambda r: json.loads(r["body"]), max_limit=1000, default_limit=100)
     data = {"scanId": row["id"], "scanType": row["scan_type"], "status": row["status"],
             "summary": model.summary_json(row), "findings": findings}
     return ok(data, pagination=pages)
+
+
+def _result_filters(request: Request, scan_id: str) -> tuple[str, list[Any]]:
+    """``severity`` and the finding filters; each may repeat (any of the values matches)."""
+    query = request.query_params
+    where, params = ["scan_id = ?"], [scan_id]
+    severities = query.getlist("severity")
+    for severity in severities:
+        if severity not in SEVERITIES:
+            raise ValidationError("severity", f"must be one of {', '.join(SEVERITIES)}")
+    if severities:
+        where.append(f"severity IN ({','.join('?' * len(severities))})")
+        params += severities
+    for name, sql in RESULT_FILTERS.items():
+        values: list[Any] = query.getlist(name)
+        if not values:
+            continue
+        if name == "port":
+            values = [_port(v) for v in values]
+        elif name == "cve":
+            values = [v.upper() for v in values]
+        where.append("(" + " OR ".join([sql] * len(values)) + ")")
+        for value in values:
+            params += [value] * sql.count("?")
+    return " AND ".join(where), params
+
+
+def _port(text: str) -> int:
+    port = parse_decimal(text, max_digits=5)
+    if port is None or not 1 <= port <= 65535:
+        raise ValidationError("port", "must be an integer between 1 and 65535")
+    return port
 
 
 routes = [

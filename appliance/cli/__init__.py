@@ -5,10 +5,12 @@ else ~/.local/share/cix-appliance). Errors are one line on stderr and exit statu
 """
 from __future__ import annotations
 
+import os
+
 import click
 
 from appliance import __version__
-from appliance.cli import keys, maintenance, setup, tenants
+from appliance.cli import keys, maintenance, setup, tenants, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,10 +23,13 @@ def cli() -> None:
       cix-appliance init --hostname scanner.example.internal
       cix-appliance serve
     """
+    # Everything the appliance writes (database, queue and their -wal/-shm, backups, scan output,
+    # scanners' own files) holds tenants' data: owner-only, whoever starts us and with what umask.
+    os.umask(0o077)
 
 
 for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,
-                maintenance.backup, maintenance.check):
+                maintenance.backup, maintenance.check, workers.workers, workers.worker):
     cli.add_command(command)
 
 

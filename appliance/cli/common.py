@@ -5,8 +5,9 @@ import contextlib
 import getpass
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -66,4 +67,4 @@ def tenant_id(conn: sqlite3.Connection, name: str) -> str:
     row = conn.execute("SELECT id FROM tenants WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise click.ClickException(f"no tenant named {name!r} (see 'cix-appliance tenants list')")
-    return row["id"]
+    return str(row["id"])

@@ -43,6 +43,8 @@ def _emit(conn: sqlite3.Connection, key_id: str, raw: str | None, as_json: bool)
 @click.option("--scan-type", "scan_types", multiple=True, type=click.Choice(SCAN_TYPES),
               help="Repeatable. Default: every scan type.")
 @click.option("--allow-ip", "allow_ips", multiple=True, help="IP or CIDR, v4 or v6; repeatable. Default: any.")
+@click.option("--priority", "priorities", multiple=True, type=click.Choice(apikeys.PRIORITIES),
+              help="Scan priorities the key may submit; repeatable. Default: all.")
 @click.option("--rate-minute", type=int)
 @click.option("--rate-hour", type=int)
 @click.option("--rate-day", type=int)
@@ -50,7 +52,7 @@ def _emit(conn: sqlite3.Connection, key_id: str, raw: str | None, as_json: bool)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with at least id and key.")
 def keys_create(data_dir: Path, config_file: Path | None, tenant: str, name: str, description: str | None,
                 scopes: tuple[str, ...], scan_types: tuple[str, ...], allow_ips: tuple[str, ...],
-                rate_minute: int | None, rate_hour: int | None, rate_day: int | None,
+                priorities: tuple[str, ...], rate_minute: int | None, rate_hour: int | None, rate_day: int | None,
                 expires_in_days: int | None, as_json: bool) -> None:
     """Create an API key and print it once.
 
@@ -68,6 +70,8 @@ def keys_create(data_dir: Path, config_file: Path | None, tenant: str, name: str
         body["allowedScanTypes"] = list(scan_types)
     if allow_ips:
         body["allowedIpAddresses"] = list(allow_ips)
+    if priorities:
+        body["allowedPriorities"] = list(priorities)
     try:
         spec = apikeys.parse_spec(body, SCAN_TYPES)
     except ApiError as exc:
@@ -100,12 +104,14 @@ def keys_list(data_dir: Path, config_file: Path | None, tenant: str | None, as_j
         click.echo(json.dumps(items))
         return
     for k in items:
-        click.echo(f"{k['id']}  {k['prefix']}…  {k['name']}  {k['status']}  "
-                   f"last used {k['lastUsedAt'] or 'never'}")
+        status = k["status"]
+        if status == "active" and k["graceExpiresAt"]:
+            status = f"rotating (until {k['graceExpiresAt']})"
+        click.echo(f"{k['id']}  {k['prefix']}…  {k['name']}  {status}  last used {k['lastUsedAt'] or 'never'}")
 
 
 def _key(conn: sqlite3.Connection, key_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     if row is None:
         raise click.ClickException(f"no API key {key_id!r} (see 'cix-appliance keys list')")
     return row
@@ -130,7 +136,8 @@ def keys_rotate(data_dir: Path, config_file: Path | None, key_id: str, grace_hou
             new_id, raw, ops = apikeys.rotate_ops(row, grace_hours, cli_actor())
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
-        apply_sync(conn, ops)
+        if not apply_sync(conn, ops)[0]:  # rotated by someone else since we read it
+            raise click.ClickException(f"{key_id} {apikeys.ALREADY_ROTATED}")
         _emit(conn, new_id, raw, as_json)
 
 

@@ -29,30 +29,45 @@ def backup(data_dir: Path, config_file: Path | None, dest: Path, force: bool) ->
 
     cfg = load_config(data_dir, config_file)
     require_initialized(cfg)
+    if not dest.parent.is_dir():
+        raise click.ClickException(f"cannot write {dest}: folder {dest.parent} does not exist")
     if dest.exists() and not force:
         raise click.ClickException(f"{dest} exists; use --force to overwrite it")
-    dest.unlink(missing_ok=True)
-    source = apsw.Connection(str(cfg.db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    source.set_busy_timeout(cfg["storage.busy_timeout_ms"])
-    target = apsw.Connection(str(dest))
     try:
-        with target.backup("main", source, "main") as step:
-            with click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
-                done = 0
-                while not step.done:
-                    step.step(256)
-                    percent = 100 if not step.pagecount else int(100 * (step.pagecount - step.remaining)
-                                                                 / step.pagecount)
-                    bar.update(percent - done)
-                    done = percent
-        ok = target.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        target.close()
-        source.close()
+        dest.unlink(missing_ok=True)
+        ok = _copy(cfg.db_path, dest, cfg["storage.busy_timeout_ms"])
+    except (OSError, apsw.Error) as exc:
+        raise click.ClickException(f"cannot write {dest}: {exc}") from None
     if not ok:
         raise click.ClickException(f"backup written to {dest} failed its integrity check")
     dest.chmod(0o600)
     click.echo(f"backed up {cfg.db_path} to {dest}")
+
+
+def _copy(source_path: Path, dest: Path, busy_timeout_ms: int) -> bool:
+    """Online backup of ``source_path`` into ``dest``; True when the copy passes its integrity check."""
+    import apsw
+
+    source = apsw.Connection(str(source_path), flags=apsw.SQLITE_OPEN_READONLY)
+    source.set_busy_timeout(busy_timeout_ms)
+    try:
+        target = apsw.Connection(str(dest))
+    except BaseException:
+        source.close()
+        raise
+    try:
+        with target.backup("main", source, "main") as step, \
+                click.progressbar(length=100, label="backing up", file=sys.stderr) as bar:
+            done = 0
+            while not step.done:
+                step.step(256)
+                percent = 100 if not step.pagecount else int(100 * (step.pagecount - step.remaining) / step.pagecount)
+                bar.update(percent - done)
+                done = percent
+        return bool(target.execute("PRAGMA integrity_check").fetchall() == [("ok",)])
+    finally:
+        target.close()
+        source.close()
 
 
 @click.command()

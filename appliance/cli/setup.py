@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from appliance import apikeys, config as config_mod, tenants as tenants_mod, tls
+from appliance import apikeys, tls
+from appliance import config as config_mod
+from appliance import tenants as tenants_mod
 from appliance.audit import audit_op
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, require_initialized
 from appliance.credentials import SCOPES
@@ -86,7 +88,8 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
       cix-appliance serve --data-dir /var/lib/cix-appliance --port 8443
     """
     from appliance.app import create_app  # the server stack is only loaded by the command that needs it
-    from appliance.server import run
+    from appliance.httpguard import Limits
+    from appliance.server import bind, run
 
     cfg = load_config(data_dir, config_file)
     require_initialized(cfg)
@@ -96,8 +99,17 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     for path in (cert, key):
         if not path.exists():
             raise click.ClickException(f"TLS file {path} is missing (set tls.cert_file/tls.key_file or re-run init)")
-    run(create_app(cfg), host or cfg["server.host"], port or cfg["server.port"], tls.server_context(cert, key),
-        cfg["server.shutdown_grace_seconds"], cfg["logging.level"])
+    context = tls.server_context(cert, key)
+    listen_host, listen_port = host or cfg["server.host"], port or cfg["server.port"]
+    try:
+        sock = bind(listen_host, listen_port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen_host}:{listen_port}: "
+                                   f"{exc.strerror or exc}") from None
+    limits = Limits(header_timeout=cfg["server.header_timeout_seconds"],
+                    handshake_timeout=cfg["server.handshake_timeout_seconds"],
+                    max_connections=cfg["server.max_connections"])
+    run(create_app(cfg), sock, context, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"])
 
 
 @click.group()

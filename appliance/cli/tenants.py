@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from appliance import clock, tenants as tenants_mod
+from appliance import clock
+from appliance import tenants as tenants_mod
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, tenant_id
 from appliance.store import apply_sync
 
@@ -64,12 +66,25 @@ def targets() -> None:
     """A tenant's target allowlist and denylist (the config's global denylist always wins)."""
 
 
-def _policy_command(kind: str, remove: bool, doc: str):  # type: ignore[no-untyped-def]
+def _policy_command(kind: str, remove: bool, doc: str) -> Callable[..., None]:
     @data_dir_option
     @click.option("--tenant", default="default", show_default=True)
     @click.argument("entries", nargs=-1, required=True)
-    def command(data_dir: Path, config_file: Path | None, tenant: str, entries: tuple[str, ...]) -> None:
-        with database(load_config(data_dir, config_file)) as conn:
+    def command(data_dir: Path, config_file: Path | None, tenant: str, entries: tuple[str, ...],
+                force: bool = False) -> None:
+        cfg = load_config(data_dir, config_file)
+        adding = kind == "allow" and not remove
+        try:
+            wide = [problem for e in entries if (problem := tenants_mod.too_wide(e))] if adding else []
+            warnings = tenants_mod.denylist_warnings(list(entries), cfg["targets.denylist"]) if adding else []
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        if wide and not force:
+            raise click.ClickException(f"{wide[0]}: a tenant allowed that much may scan most of a network; "
+                                       "pass --force if that is what you mean")
+        for warning in [*wide, *warnings]:
+            click.echo(f"warning: {warning}", err=True)
+        with database(cfg) as conn:
             try:
                 apply_sync(conn, tenants_mod.policy_ops(tenant_id(conn, tenant), kind, list(entries),
                                                         cli_actor(), remove=remove))
@@ -77,11 +92,17 @@ def _policy_command(kind: str, remove: bool, doc: str):  # type: ignore[no-untyp
                 raise click.ClickException(str(exc)) from None
         click.echo(f"{'removed from' if remove else 'added to'} {tenant}'s {kind}list: {' '.join(entries)}")
     command.__doc__ = doc
+    if kind == "allow" and not remove:
+        command = click.option("--force", is_flag=True,
+                               help="Allow entries wider than a /8 (IPv6: /32).")(command)
     return command
 
 
 targets.command("allow")(_policy_command("allow", False, """Allow a tenant to scan ENTRIES: IPs, CIDRs or
     domain suffixes (example.com also allows its subdomains).
+
+    Entries wider than a /8 (IPv6: /32) need --force; entries the global denylist (targets.denylist)
+    overlaps are added with a warning, since those addresses stay denied.
 
     \b
     Example:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from appliance import clock
 from appliance.store.ops import Op, Statement
@@ -46,15 +47,19 @@ def submit(scan: dict[str, Any]) -> Op:
 
 
 def claim(scan_id: str, lease_id: str, owner: str, worker: str, lease_seconds: float,
-          vetted: Iterable[str], workdir: str | None = None) -> Op:
-    """queued → running under a new lease, once: a second claim of the same scan changes nothing.
+          vetted: Iterable[str], workdir: str | None = None, max_running_per_tenant: int = 0) -> Op:
+    """queued → running under a new lease, once: a second claim of the same scan changes nothing,
+    nor does a claim while the tenant already runs ``max_running_per_tenant`` scans (0: no cap).
     Findings of an interrupted earlier attempt are dropped so a retry starts clean."""
     now = clock.now()
+    cap = max_running_per_tenant or -1
     return Op([
         ("UPDATE scans SET status = 'running', started_at = ?, heartbeat_at = ?, worker = ?, workdir = ?,"
          " lease_id = ?, lease_owner = ?, lease_expires_at = ?, vetted = ?, attempts = attempts + 1,"
-         " progress = 0, pid = NULL WHERE id = ? AND status = 'queued'",
-         (now, now, worker, workdir, lease_id, owner, now + lease_seconds, json.dumps(list(vetted)), scan_id)),
+         " progress = 0, pid = NULL WHERE id = ? AND status = 'queued' AND (? < 0 OR (SELECT count(*)"
+         " FROM scans AS s WHERE s.tenant_id = scans.tenant_id AND s.status = 'running') < ?)",
+         (now, now, worker, workdir, lease_id, owner, now + lease_seconds, json.dumps(list(vetted)), scan_id,
+          cap, cap)),
         ("DELETE FROM findings WHERE scan_id = ?", (scan_id,)),
         (f"UPDATE scans SET {_COUNTS} WHERE id = :id", {"id": scan_id}),
         _event(scan_id, "scan.started", {"worker": worker}),

@@ -1,28 +1,44 @@
-"""The scan queue: real Huey, embedded in the serve process with thread workers.
+"""The scan queue: real Huey, one queue per (zone, engine), on SQLite (embedded) or Redis.
+
+Why one queue per engine: a worker consumes only the engines it has (a scan needing an engine it
+lacks is left to others), and each engine's consumer has as many threads as that engine may run at
+once, so a scan waiting for a slot waits in the queue — no polling, no log lines, no re-enqueueing.
+Why one per zone: scans of a segment run only on the workers placed in it.
 
 Huey pitfalls designed around (measured): ``Consumer.start()`` installs its own SIGTERM/SIGINT
 handlers over uvicorn's, so the consumer here installs none; process workers would ``fork()`` a
 process holding uvloop, threads and SQLite connections, so workers are threads; the default polling
-backs off to 10 s, so the delay is capped near 0.25 s. Huey deletes a task when it dequeues it, so
-the scan table, not the queue, says what must run (see the reconciler).
+backs off to 10 s, so SQLite polling is capped near 0.25 s (Redis dequeues block instead: BZPOPMIN);
+Huey's plain Redis storage ignores priorities, so it is ``PriorityRedisStorage``; Huey pickles
+messages by default, and a pickle read from Redis would run code on every worker, so messages are
+JSON. Huey deletes a task when it dequeues it, so the scan table, not the queue, says what must run
+(see the reconciler).
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import logging
-from typing import Callable
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from huey import Huey
+from huey.api import Task, TaskWrapper
 from huey.consumer import Consumer
-from huey.storage import SqliteStorage
+from huey.registry import Message
+from huey.serializer import Serializer
+from huey.storage import PriorityRedisStorage, SqliteStorage
 
-from appliance.config import Config
+from appliance.scanning.job import Job
 
 log = logging.getLogger(__name__)
 HUEY_PRIORITY = {"critical": 30, "high": 20, "normal": 10, "low": 0}
 TASK_NAME = "run_scan"
 
 
-class WalSqliteStorage(SqliteStorage):
+class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no type information
     """Huey's SQLite storage in WAL mode with ``synchronous=NORMAL``, like the main database."""
 
     def _create_connection(self):  # type: ignore[no-untyped-def]
@@ -31,47 +47,154 @@ class WalSqliteStorage(SqliteStorage):
         return conn
 
 
-class EmbeddedConsumer(Consumer):
-    """A consumer that leaves signal handling to the ASGI server hosting it."""
+class JsonSerializer(Serializer):  # type: ignore[misc]  # huey ships no type information
+    """Huey messages as JSON, never pickle: the queue may be shared with other hosts."""
+
+    def _serialize(self, data: Any) -> bytes:
+        if isinstance(data, Message):
+            data = {"huey_message": {k: _encode(v) for k, v in data._asdict().items()}}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    def _deserialize(self, data: bytes) -> Any:
+        value = json.loads(data)
+        if isinstance(value, dict) and isinstance(value.get("huey_message"), dict):
+            fields = {k: _decode(v) for k, v in value["huey_message"].items() if k in Message._fields}
+            if isinstance(fields.get("args"), list):
+                fields["args"] = tuple(fields["args"])
+            return Message(**fields)
+        return value
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$dt"}:
+        return datetime.datetime.fromisoformat(value["$dt"])
+    return value
+
+
+class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type information
+    """A consumer that leaves signal handling to the process hosting it."""
 
     def _set_signal_handlers(self) -> None:
         return None
 
 
-def make_huey(config: Config) -> Huey:
-    return Huey("cix-scans", storage_class=WalSqliteStorage, filename=str(config.queue_path),
-                journal_mode="wal", timeout=config["storage.busy_timeout_ms"] / 1000)
+def queue_name(zone: str, engine: str) -> str:
+    """Zone entries hold characters Redis key names lose (``/``, ``.``): hashed, so no two collide."""
+    zone_key = "default" if not zone else "z" + hashlib.sha256(zone.encode()).hexdigest()[:16]
+    return f"cix-{zone_key}-{engine}"
+
+
+class Backend:
+    """Makes the Huey instance of one queue: SQLite in the data dir, or Redis at a URL."""
+
+    def __init__(self, kind: str, sqlite_path: str | None = None, redis_url: str | None = None,
+                 busy_timeout: float = 5.0) -> None:
+        self.kind = kind
+        self._sqlite_path = sqlite_path
+        self._busy_timeout = busy_timeout
+        self._pool: Any = None
+        if kind == "redis":
+            from redis import ConnectionPool  # only a Redis deployment needs the client
+
+            self._pool = ConnectionPool.from_url(redis_url or "", health_check_interval=30)
+        elif kind != "sqlite":
+            raise ValueError(f"unknown queue backend {kind!r}")
+
+    @property
+    def blocking(self) -> bool:
+        return self.kind == "redis"
+
+    def huey(self, name: str) -> Huey:
+        if self.kind == "redis":
+            return Huey(name, storage_class=PriorityRedisStorage, connection_pool=self._pool, blocking=True,
+                        read_timeout=1, results=False, serializer=JsonSerializer())
+        return Huey(name, storage_class=WalSqliteStorage, filename=self._sqlite_path, journal_mode="wal",
+                    timeout=self._busy_timeout, results=False, serializer=JsonSerializer())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.disconnect()
 
 
 class ScanQueue:
-    """Enqueues scans by id and priority; runs them with ``execute(scan_id)`` on consumer threads."""
+    """Enqueues jobs by zone, engine and priority; runs them with ``run_job(job_dict)`` on
+    consumer threads, at most ``slots`` at once and at most ``caps[engine]`` per engine."""
 
-    def __init__(self, huey: Huey, execute: Callable[[str], str]) -> None:
-        self.huey = huey
-        self._task = huey.task(name=TASK_NAME)(execute)
-        self._consumer: EmbeddedConsumer | None = None
+    def __init__(self, backend: Backend, run_job: Callable[[dict[str, Any]], str]) -> None:
+        self.backend = backend
+        self._run_job = run_job
+        self._queues: dict[str, tuple[Huey, TaskWrapper]] = {}
+        self._lock = threading.Lock()
+        self._consumers: list[EmbeddedConsumer] = []
+        self._slots = threading.BoundedSemaphore(1)
+        self._engine_slots: dict[str, threading.BoundedSemaphore] = {}
 
-    def enqueue(self, scan_id: str, priority: str, delay: float | None = None) -> None:
+    def _queue(self, zone: str, engine: str) -> tuple[Huey, TaskWrapper]:
+        name = queue_name(zone, engine)
+        with self._lock:
+            if name not in self._queues:
+                huey = self.backend.huey(name)
+                self._queues[name] = (huey, huey.task(name=TASK_NAME)(self._execute))
+            return self._queues[name]
+
+    def enqueue(self, job: Job, delay: float | None = None) -> None:
+        _, task = self._queue(job.zone, job.scan_type)
+        priority = HUEY_PRIORITY[job.priority]
         if delay:
-            self._task.schedule((scan_id,), delay=delay, priority=HUEY_PRIORITY[priority])
+            task.schedule((job.to_dict(),), delay=delay, priority=priority)
         else:
-            self._task(scan_id, priority=HUEY_PRIORITY[priority])
+            task(job.to_dict(), priority=priority)
 
-    def queued_ids(self) -> set[str]:
-        """Scan ids with a task waiting in the queue or the schedule."""
-        tasks = list(self.huey.pending()) + list(self.huey.scheduled())
-        return {t.args[0] for t in tasks if t.name == self._task.name and t.args}
+    def pending_ids(self, zone: str, engine: str) -> set[str]:
+        """Scan ids with a task waiting in one queue or its schedule."""
+        huey, task = self._queue(zone, engine)
+        ids = set()
+        for pending in [*huey.pending(), *huey.scheduled()]:
+            if isinstance(pending, Task) and pending.name == task.name and pending.args:
+                job = pending.args[0]
+                if isinstance(job, dict) and isinstance(job.get("scan_id"), str):
+                    ids.add(job["scan_id"])
+        return ids
 
-    def start(self, workers: int, max_delay: float) -> None:
-        self._consumer = EmbeddedConsumer(self.huey, workers=workers, worker_type="thread",
-                                          periodic=False, initial_delay=0.05, backoff=1.5,
-                                          max_delay=max_delay, check_worker_health=False)
-        self._consumer.start()
+    def _execute(self, job: dict[str, Any]) -> str:
+        engine = self._engine_slots.get(str(job.get("scan_type")))
+        if engine is None:  # a queue this process does not consume (a producer-only enqueue path)
+            return self._run_job(job)
+        with engine, self._slots:
+            return self._run_job(job)
+
+    def start(self, zones: Iterable[str], caps: dict[str, int], slots: int, max_delay: float) -> None:
+        """Consume every (zone, engine) queue: ``caps`` maps the engines this host runs to their
+        simultaneous-scan caps; ``slots`` bounds the scans of all engines together."""
+        self._slots = threading.BoundedSemaphore(slots)
+        self._engine_slots = {engine: threading.BoundedSemaphore(min(cap, slots)) for engine, cap in caps.items()}
+        for zone in zones:
+            for engine, cap in caps.items():
+                huey, _ = self._queue(zone, engine)
+                consumer = EmbeddedConsumer(huey, workers=min(cap, slots), worker_type="thread", periodic=False,
+                                            initial_delay=0.05, backoff=1.5, max_delay=max_delay,
+                                            check_worker_health=False)
+                consumer.start()
+                self._consumers.append(consumer)
 
     def stop(self, timeout: float) -> None:
         """Stop taking tasks and wait up to ``timeout`` for running ones (they watch a stop flag)."""
-        if self._consumer is not None:
-            self._consumer.shutdown_timeout = timeout
-            self._consumer.stop(graceful=True)
-            self._consumer = None
-        self.huey.storage.close()
+        for consumer in self._consumers:
+            consumer.stop_flag.set()
+        for consumer in self._consumers:
+            consumer.shutdown_timeout = timeout
+            consumer.stop(graceful=True)
+        self._consumers.clear()
+        for huey, _ in self._queues.values():
+            storage = huey.storage
+            if hasattr(storage, "close"):
+                storage.close()
+        self.backend.close()

@@ -8,14 +8,15 @@ a worker killed with SIGKILL takes its scanners with it.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
-import ctypes
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Callable, Mapping
+from typing import IO
 
 from engines.base import RunResult
 
@@ -64,7 +65,7 @@ def _drain(stream: IO[bytes], path: Path, cap: int) -> None:
             out.write(b"\n[output truncated]\n")
 
 
-def kill_group(pgid: int, grace: float, proc: subprocess.Popen | None = None) -> None:
+def kill_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """SIGTERM to the whole group, SIGKILL after ``grace`` seconds: children die with the leader."""
     try:
         os.killpg(pgid, signal.SIGTERM)
@@ -105,7 +106,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def run_process(argv: list[str], workdir: Path, timeout: float, should_stop: Callable[[], bool],
-                on_tick: Callable[[], None], on_start: Callable[[int], None], kill_grace: float = 3.0,
+                on_tick: Callable[[], None], on_start: Callable[[int], object], kill_grace: float = 3.0,
                 output_cap: int = 1 << 20, tick_seconds: float = 1.0, stdin: bytes | None = None,
                 graceful_stop: Callable[[subprocess.Popen[bytes]], None] | None = None,
                 stop_grace: float = 0.0, env: Mapping[str, str] | None = None,

@@ -6,23 +6,26 @@ availability, target, options, then target authorization (which may resolve a na
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from appliance import clock
 from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning.model import PRIORITIES
-from appliance.targets import TARGET_TYPES, Target, TargetError, parse_target
+from appliance.targets import Target, TargetError, parse_target
 from appliance.validate import Body, check_int
 from engines.base import Engine, OptionError, Scanner
+from engines.registry import target_types
 
 FIELDS = ("target", "scanType", "name", "targetType", "priority", "options", "config", "tags",
           "timeout", "assetId", "callbackUrl")
 CONFIG_KEYS = {"timeoutSeconds": (30, 86400), "maxFindings": (1, 1_000_000)}
 
 
-def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tuple[dict[str, Any], Target]:
+def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
+               max_timeout: int = 86400) -> tuple[dict[str, Any], Target]:
     """A scan row (status ``queued``) and its parsed target; raises :class:`ApiError`."""
     body = Body(data, FIELDS)
     scan_type = body.string("scanType", required=True, max_length=64) or ""
@@ -36,10 +39,10 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tu
     if not isinstance(engine, Engine) or not found.available:
         raise ApiError(503, "ENGINE_UNAVAILABLE", f"{scan_type} is not available on this appliance: "
                        + "; ".join(found.missing))
-    target_type = body.string("targetType", choices=TARGET_TYPES)
+    target_type = body.string("targetType", choices=target_types(engines))
     target_text = body.string("target", required=True, max_length=2048)
     try:
-        target = parse_target(target_text, target_type)
+        target = parse_target(target_text, target_type or engine.infer_target_type(target_text or ""))
     except TargetError as exc:
         raise ValidationError("target", str(exc), "INVALID_TARGET") from None
     if target.type not in engine.target_types:
@@ -50,12 +53,19 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> tu
     except OptionError as exc:
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
     config = _engine_config(body.mapping("config") or {})
-    timeout = body.integer("timeout", 30, 86400) or config.get("timeoutSeconds") or engine.default_timeout
+    priority = body.string("priority", choices=PRIORITIES, default="normal") or "normal"
+    if grant.allowed_priorities is not None and priority not in grant.allowed_priorities:
+        raise ApiError(403, "INSUFFICIENT_SCOPE", f"this API key may not submit {priority}-priority scans "
+                       f"(allowedPriorities: {', '.join(grant.allowed_priorities)})")
+    timeout = (body.integer("timeout", 30, max_timeout) or config.get("timeoutSeconds")
+               or min(engine.default_timeout, max_timeout))
+    if timeout > max_timeout:
+        raise ValidationError("timeout", f"must be at most {max_timeout} seconds (scans.max_timeout_seconds)")
     now = clock.now()
     row = {
         "id": clock.new_id(), "tenant_id": grant.tenant_id, "api_key_id": grant.id, "scan_type": scan_type,
         "name": body.string("name"), "target": target.value, "target_type": target.type,
-        "status": "queued", "priority": body.string("priority", choices=PRIORITIES, default="normal"),
+        "status": "queued", "priority": priority,
         "options": json.dumps(options), "config": json.dumps(config),
         "tags": json.dumps(body.strings("tags", max_items=20, max_length=64, default=[])),
         "timeout": timeout, "asset_id": body.string("assetId"),
@@ -74,7 +84,8 @@ def _engine_config(raw: dict[str, Any]) -> dict[str, int]:
         try:
             clean[name] = check_int(f"config.{name}", value, lo, hi)
         except ValidationError as exc:
-            raise ValidationError(exc.field, exc.details[0]["message"], "INVALID_OPTIONS") from None
+            raise ValidationError(exc.field, exc.details[0]["message"] if exc.details else exc.message,
+                                  "INVALID_OPTIONS") from None
     return clean
 
 

@@ -6,10 +6,11 @@ same ops with :func:`apply_sync`, so each change is described once.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-Statement = tuple[str, Sequence[Any]]
+Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # positional or named parameters
 BUMP_EPOCH = ("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'", ())
 
 
@@ -20,7 +21,7 @@ class Op:
 
     statements: list[Statement]
     guarded: bool = False
-    many: dict[int, list[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
+    many: dict[int, Sequence[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
 
 
 def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
@@ -40,10 +41,7 @@ def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
 def _apply_one(conn: sqlite3.Connection, op: Op) -> int:
     first = -1
     for index, (sql, params) in enumerate(op.statements):
-        if index in op.many:
-            cursor = conn.executemany(sql, op.many[index])
-        else:
-            cursor = conn.execute(sql, params)
+        cursor = conn.executemany(sql, op.many[index]) if index in op.many else conn.execute(sql, params)
         if index == 0:
             first = cursor.rowcount
             if op.guarded and first == 0:

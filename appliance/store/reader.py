@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from appliance.store.db import connect
 
@@ -28,7 +29,8 @@ class Reader:
         return conn
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        return self.conn().execute(sql, params).fetchone()
+        row: sqlite3.Row | None = self.conn().execute(sql, params).fetchone()
+        return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()

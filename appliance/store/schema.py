@@ -161,4 +161,15 @@ MIGRATIONS: list[str] = [
         running INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 3: results filters (GET /scans/:id/results?ruleId=&host=&port=) as index lookups within a scan
+    """
+    CREATE INDEX findings_rule ON findings (scan_id, json_extract(body, '$.ruleId'));
+    CREATE INDEX findings_host ON findings (scan_id, json_extract(body, '$.host'));
+    CREATE INDEX findings_ip ON findings (scan_id, json_extract(body, '$.ip'));
+    CREATE INDEX findings_port ON findings (scan_id, json_extract(body, '$.port'));
+    """,
+    # 4: keys limited to scan priorities (fairness between tenants)
+    """
+    ALTER TABLE api_keys ADD COLUMN allowed_priorities TEXT;
+    """,
 ]

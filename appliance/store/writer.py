@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import aiosqlite
 
+from appliance import clock
+from appliance.errors import StorageFull, is_disk_full
 from appliance.store.ops import Op
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,14 @@ class Writer:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._flush_interval = flush_interval
-        self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future[list[int]] | None]] = asyncio.Queue()
         self._buffer: list[Op] = []
         self._sources: list[Callable[[], list[Op]]] = []
         self._conn: aiosqlite.Connection | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Why writes fail right now ("database or disk is full"), else None; /health reports it.
+        self.problem: str | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -55,7 +59,7 @@ class Writer:
     # -- submitting ------------------------------------------------------------------------------
     async def write(self, *ops: Op) -> list[int]:
         """Apply ``ops`` durably; returns each op's first rowcount (0 for a lost guard)."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((ops, future))
         return await future
 
@@ -63,6 +67,10 @@ class Writer:
         """From a worker thread: block until the ops are committed."""
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self.write(*ops), self._loop).result(timeout)
+
+    def buffer(self, op: Op) -> None:
+        """From the event loop: queue ``op`` for the next flush."""
+        self._buffer.append(op)
 
     def buffer_threadsafe(self, op: Op) -> None:
         """Queue ``op`` for the next flush: durable within about a second, never awaited."""
@@ -79,6 +87,18 @@ class Writer:
         if self._buffer:
             ops, self._buffer = self._buffer, []
             self._queue.put_nowait((ops, None))
+
+    async def check_health(self) -> str | None:
+        """None when writes succeed. While they fail for lack of space, try one small write, so that
+        the state clears as soon as an operator freed space even when nothing else writes."""
+        if self.problem is not None:
+            probe = Op([("INSERT INTO meta (key, value) VALUES ('health_probe', ?)"
+                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(clock.now()),))])
+            try:
+                await asyncio.wait_for(self.write(probe), 5)
+            except Exception as exc:  # the probe's failure is the answer, whatever it is
+                log.debug("health probe write failed: %s", exc)
+        return self.problem
 
     # -- applying --------------------------------------------------------------------------------
     async def _flush_periodically(self) -> None:
@@ -97,10 +117,11 @@ class Writer:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _apply(self, batch: list[tuple[Sequence[Op], asyncio.Future | None]]) -> None:
+    async def _apply(self, batch: list[tuple[Sequence[Op], asyncio.Future[list[int]] | None]]) -> None:
         conn = self._conn
         assert conn is not None
         outcomes: list[list[int] | BaseException] = []
+        committed = False
         try:
             await conn.execute("BEGIN IMMEDIATE")
             for ops, _ in batch:
@@ -113,12 +134,25 @@ class Writer:
                     await conn.execute("RELEASE w")
                     outcomes.append(exc)
             await conn.execute("COMMIT")
+            committed = True
         except Exception as exc:
-            log.exception("write batch failed")
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+            if not is_disk_full(exc):
+                log.exception("write batch failed")
+            try:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+            except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
+                log.exception("rollback after a failed write batch failed")
             outcomes = [exc] * len(batch)
-        for (ops, future), outcome in zip(batch, outcomes):
+        outcomes = [StorageFull() if isinstance(o, BaseException) and is_disk_full(o) else o for o in outcomes]
+        full = any(isinstance(o, StorageFull) for o in outcomes)
+        if full and self.problem is None:
+            log.error("writes fail: the database or disk is full")
+            self.problem = "database or disk is full"
+        elif committed and not full and self.problem is not None:
+            log.warning("writes succeed again")
+            self.problem = None
+        for (_ops, future), outcome in zip(batch, outcomes, strict=True):
             if future is None:
                 if isinstance(outcome, BaseException):
                     log.error("buffered write dropped: %s", outcome)

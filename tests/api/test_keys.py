@@ -1,11 +1,10 @@
 """In-process API tests of authentication, scopes, IP allowlists, rate limits and /api-keys."""
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.conftest import make_key, run_cli, serve_in_process
+from tests.helpers import await_for
 
 pytestmark = pytest.mark.anyio
 
@@ -140,7 +139,7 @@ async def test_a_key_cannot_grant_more_than_it_holds(client):
     assert ok.status_code == 201
     assert ok.json()["data"]["allowedIpAddresses"] == ["127.0.0.0/8"]  # inherited, never widened
     assert ok.json()["data"]["allowedScanTypes"] == ["nmap"]
-    admin_id = [k for k in (await client.get("/api/v1/api-keys")).json()["data"] if k["name"] == "admin"][0]["id"]
+    admin_id = next(k for k in (await client.get("/api/v1/api-keys")).json()["data"] if k["name"] == "admin")["id"]
     takeover = await client.post(f"/api/v1/api-keys/{admin_id}/suspend", headers=h)
     assert takeover.status_code == 403  # a weaker key cannot switch off a stronger one
     assert (await client.post(f"/api/v1/api-keys/{limited['id']}/suspend", headers=h)).status_code == 200
@@ -159,9 +158,13 @@ async def test_ip_allowlist_v4_and_v6(client):
 async def test_other_tenant_gets_404(client, data_dir):
     run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
     other = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "api-keys:read")
-    await asyncio.sleep(0.7)  # the server notices CLI changes within a second
     mine = (await client.get("/api/v1/api-keys")).json()["data"][0]["id"]
-    response = await client.get(f"/api/v1/api-keys/{mine}", headers={"X-API-Key": other["key"]})
+
+    async def answered():  # the server notices CLI changes within a second
+        response = await client.get(f"/api/v1/api-keys/{mine}", headers={"X-API-Key": other["key"]})
+        return response if response.status_code != 401 else None
+
+    response = await await_for(answered, 5, what="the CLI-made key to be known")
     assert response.status_code == 404 and code(response) == "API_KEY_NOT_FOUND"
 
 
@@ -170,8 +173,11 @@ async def test_cli_revocation_reaches_running_server(client, data_dir):
     h = {"X-API-Key": key["key"]}
     assert (await client.get("/api/v1/engines", headers=h)).status_code == 200
     run_cli("keys", "revoke", key["id"], "--data-dir", str(data_dir))
-    await asyncio.sleep(1.0)
-    assert code(await client.get("/api/v1/engines", headers=h)) == "KEY_REVOKED"
+
+    async def revoked():
+        return (await client.get("/api/v1/engines", headers=h)).json().get("code") == "KEY_REVOKED"
+
+    await await_for(revoked, 5, what="the CLI revocation to reach the server")
 
 
 async def test_rate_limit_headers_429_and_persistence(data_dir, admin_key):
@@ -201,11 +207,11 @@ async def test_failed_authentications_are_limited_per_ip(data_dir, admin_key):
 
 async def test_bookkeeping_is_flushed(client, data_dir):
     await client.get("/api/v1/engines")
-    await asyncio.sleep(1.5)
+    services = client.app.state.services
+    await await_for(lambda: services.reader.scalar(
+        "SELECT count(*) FROM api_calls WHERE path = '/api/v1/engines'"), 5, what="the call log flush")
     key = (await client.get("/api/v1/api-keys")).json()["data"][0]
     assert key["lastUsedAt"] is not None and key["lastUsedIp"] == "127.0.0.1"
-    services = client.app.state.services
-    assert services.reader.scalar("SELECT count(*) FROM api_calls WHERE path = '/api/v1/engines'") >= 1
     actions = {r[0] for r in services.reader.all("SELECT action FROM audit_events")}
     assert {"tenant.created", "api_key.created"} <= actions
 

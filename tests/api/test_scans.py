@@ -3,10 +3,11 @@ the real nmap running through the embedded queue, cancel, results, filters."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+from typing import Any
 
 import pytest
 
-from appliance.scanning import runner
 from tests.conftest import make_key, run_cli, serve_in_process
 from tests.helpers import await_for, http_target, live_group_members
 
@@ -19,14 +20,14 @@ def spawned(monkeypatch):
     """Records every scanner process started (the runner's, in their own session; not the
     ``--version`` probes)."""
     started: list[list[str]] = []
-    real = runner.subprocess.Popen
+    real = subprocess.Popen
 
     def popen(argv, *args, **kwargs):
         if kwargs.get("start_new_session"):
             started.append(list(argv))
         return real(argv, *args, **kwargs)
 
-    monkeypatch.setattr(runner.subprocess, "Popen", popen)
+    monkeypatch.setattr("appliance.scanning.runner.subprocess.Popen", popen)
     return started
 
 
@@ -41,7 +42,7 @@ async def finished(client, scan_id: str, timeout: float = 90) -> dict:
     return await await_for(check, timeout, what=f"scan {scan_id} to finish")
 
 
-BAD_SUBMISSIONS = [
+BAD_SUBMISSIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"target": "127.0.0.1", "options": {"ports": "80 -oX /tmp/x"}}, "INVALID_OPTIONS", "options.ports"),
     ({"target": "127.0.0.1", "options": {"scripts": "../../x"}}, "INVALID_OPTIONS", "options.scripts"),
     ({"target": "127.0.0.1", "options": {"scripts": "-oN"}}, "INVALID_OPTIONS", "options.scripts"),

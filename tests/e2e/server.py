@@ -48,7 +48,7 @@ class Server:
         headers = {"X-API-Key": key} if key else {}
         return httpx.Client(base_url=self.base, verify=self.tls_context(), headers=headers, timeout=30)
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*self.command, "serve", "--data-dir", str(self.data_dir), "--host",
                                           "127.0.0.1", "--port", str(self.port)], stdout=log, stderr=log)

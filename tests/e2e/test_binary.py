@@ -46,9 +46,8 @@ def test_binary_serves_tls13_api_scans_and_stops_cleanly(tmp_path: Path) -> None
                 assert done["status"] == "completed", done
                 findings = client.get(f"/api/v1/scans/{scan['id']}/results").json()["data"]["findings"]
                 assert any(f["port"] == port for f in findings)
-        with pytest.raises(ssl.SSLError):
-            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
-                server.tls_context(maximum=ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            server.tls_context(maximum=ssl.TLSVersion.TLSv1_2).wrap_socket(raw, server_hostname="127.0.0.1")
         assert server.stop(signal.SIGTERM) == 0, server.log.read_text()
     finally:
         if server.proc is not None and server.proc.poll() is None:

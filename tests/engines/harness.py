@@ -3,8 +3,9 @@ for engine tests that need a real scanner but not the API."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from appliance.scanning.runner import ProcessControl
 from engines.base import Engine, Finding, Outcome, RunResult, ScanSpec

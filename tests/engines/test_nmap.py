@@ -66,7 +66,7 @@ def test_bad_ports_are_rejected(engine, ports):
 
 
 def test_ports_must_be_a_string(engine):
-    with pytest.raises(OptionError, match="options.ports"):
+    with pytest.raises(OptionError, match=r"options\.ports"):
         engine.validate({"ports": 80})
 
 
@@ -167,7 +167,8 @@ def test_default_argv(engine, tmp_path):
     assert argv[0] == "/usr/bin/nmap"
     assert argv[-2:] == ["--", "127.0.0.1"]
     assert argv[argv.index("-oX") + 1] == str(tmp_path / "nmap.xml")
-    assert {"-sT", "-T4", "-sV", "--version-light", "-n", "-Pn", "--noninteractive"} <= set(argv)
+    assert {"-sT", "-T4", "-sV", "--version-light", "-n", "-Pn", "--stats-every"} <= set(argv)
+    assert "--noninteractive" not in argv  # it silences --stats-every, so progress would never move
     assert argv[argv.index("--stats-every") + 1] == "2s"
     assert "-O" not in argv and "--script" not in argv and "-p" not in argv
 
@@ -194,10 +195,10 @@ def test_top_ports_and_udp(engine, tmp_path, raw_ok):
 
 
 def test_privileged_flag_only_for_non_root_raw_scans(engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(nmap_mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("engines.nmap.os.geteuid", lambda: 1000)
     assert "--privileged" in engine.build_argv(spec(tmp_path, {"technique": "syn"}))
     assert "--privileged" not in engine.build_argv(spec(tmp_path, {"technique": "connect"}))
-    monkeypatch.setattr(nmap_mod.os, "geteuid", lambda: 0)
+    monkeypatch.setattr("engines.nmap.os.geteuid", lambda: 0)
     assert "--privileged" not in engine.build_argv(spec(tmp_path, {"technique": "syn"}))
 
 
@@ -276,8 +277,11 @@ def test_parse_vulnerable_script_host_down_and_hostscript(tmp_path):
 <ports>
 <port protocol="tcp" portid="443"><state state="open" reason="syn-ack"/>
 <service name="http" tunnel="ssl" product="nginx" method="probed" conf="10"/>
-<script id="ssl-heartbleed" output="&#xa;  VULNERABLE:&#xa;  The Heartbleed Bug&#xa;    State: VULNERABLE&#xa;    IDs:  CVE:CVE-2014-0160"><table key="CVE-2014-0160"><elem key="state">VULNERABLE</elem></table></script>
-<script id="ssl-poodle" output="&#xa;  State: NOT VULNERABLE"><table key="x"><elem key="state">NOT VULNERABLE</elem></table></script>
+<script id="ssl-heartbleed"
+ output="&#xa;  VULNERABLE:&#xa;  The Heartbleed Bug&#xa;    State: VULNERABLE&#xa;    IDs:  CVE:CVE-2014-0160">
+<table key="CVE-2014-0160"><elem key="state">VULNERABLE</elem></table></script>
+<script id="ssl-poodle" output="&#xa;  State: NOT VULNERABLE">
+<table key="x"><elem key="state">NOT VULNERABLE</elem></table></script>
 <script id="http-title" output="VULNERABLE CVE-2020-0001 notes"/>
 </port>
 <port protocol="udp" portid="161"><state state="open|filtered" reason="no-response"/></port>

@@ -9,7 +9,7 @@ PY = sys.executable
 
 
 def run(tmp_path, code, timeout=30.0, stop=lambda: False, cap=1 << 20):
-    pids = []
+    pids: list[int] = []
     result = run_process([PY, "-c", code], tmp_path, timeout, should_stop=stop, on_tick=lambda: None,
                          on_start=pids.append, kill_grace=1.0, output_cap=cap, tick_seconds=0.2)
     return result, pids[0]
@@ -25,11 +25,14 @@ def test_env_is_scrubbed_and_output_kept(tmp_path, monkeypatch):
 
 
 def test_argv_is_not_a_shell(tmp_path):
-    result, _ = run(tmp_path, "import sys; print(sys.argv)")
-    assert result.returncode == 0
+    """Each argument reaches the program verbatim: a shell would split, expand or run them (and with
+    ``shell=True`` a list's first item alone is the command: the program would see none of them)."""
     marker = tmp_path / "pwned"
-    run_process([PY, "-c", "pass", f"; touch {marker}"], tmp_path, 10, lambda: False, lambda: None,
-                lambda pid: None)
+    args = ["a b", f"$(touch {marker})", f"; touch {marker}", "*", "`id`"]
+    result = run_process([PY, "-c", "import sys; print(repr(sys.argv[1:]))", *args], tmp_path, 10,
+                         lambda: False, lambda: None, lambda pid: None)
+    assert result.returncode == 0
+    assert (tmp_path / "stdout.log").read_text().strip() == repr(args)
     assert not marker.exists()
 
 

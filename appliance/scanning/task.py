@@ -1,0 +1,154 @@
+"""The pure scan task: given a job, claim it, run its engine, report findings and the end.
+
+No database, no config object, no service locator: it reports through a
+:class:`~appliance.scanning.reporter.Reporter`, so the very same code runs in the serve process and on a
+remote worker. A bug or a scanner crash fails the scan; it never leaves it running.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.scanning.intake import Claim
+from appliance.scanning.job import Job, JobError
+from appliance.scanning.reporter import Reporter, ReportError
+from appliance.scanning.runner import ProcessControl
+from engines.base import Engine, Finding, RunResult, Scanner, ScanSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    kill_grace: float = 3.0
+    output_cap: int = 1 << 20
+    tick_seconds: float = 1.0
+    batch: int = 500
+
+
+class ScanTask:
+    def __init__(self, engines: Mapping[str, Scanner], reporter: Reporter, workdirs: Path,
+                 settings: TaskSettings, stopping: threading.Event) -> None:
+        self._engines = engines
+        self._reporter = reporter
+        self._workdirs = workdirs
+        self._settings = settings
+        self._stopping = stopping  # this worker is shutting down: hand running scans back
+
+    def __call__(self, message: dict[str, Any]) -> str:
+        """The queue task body; returns what happened, for logs and tests."""
+        try:
+            job = Job.from_dict(message)
+        except JobError as exc:
+            log.error("dropped a malformed queue message: %s", exc)
+            return "malformed"
+        if self._stopping.is_set():
+            return "stopping"  # the reconciler re-enqueues what is still queued
+        workdir = self._workdirs / job.scan_id
+        try:
+            claim = self._reporter.claim(job, str(workdir))
+        except ReportError as exc:
+            log.warning("scan %s: could not claim: %s", job.scan_id, exc)
+            return "unclaimed"
+        if claim is None:
+            return "skipped"  # cancelled while queued, claimed elsewhere, refused, or must wait
+        try:
+            return self._run(claim, workdir)
+        except Exception as exc:  # a bug must fail the scan, never leave it running
+            log.exception("scan %s crashed", job.scan_id)
+            # Unreachable appliance: the lease expires and the reconciler takes over.
+            with contextlib.suppress(ReportError):
+                self._reporter.finish(claim, "failed", "INTERNAL_ERROR", f"worker error: {type(exc).__name__}")
+            return "crashed"
+
+    def _run(self, claim: Claim, workdir: Path) -> str:
+        job = claim.job
+        engine = self._engines.get(job.scan_type)
+        found = engine.probe() if engine is not None else None
+        if not isinstance(engine, Engine) or found is None or not found.available:
+            missing = "; ".join(found.missing) if found else "unknown engine"
+            self._reporter.finish(claim, "failed", "ENGINE_UNAVAILABLE", f"{job.scan_type}: {missing}")
+            return "failed"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, mode=0o700)
+        spec = ScanSpec(job.scan_id, job.target, job.target_type, job.options, job.timeout, workdir,
+                        found.path or engine.binary, job.addresses, engine.data_dir)
+        log.info("scan %s: %s started on %s", job.scan_id, job.scan_type, job.target)
+        result, lost = self._execute(engine, spec, claim)
+        stored, kept = self._store(claim, engine.name, engine.parse(spec), job.max_findings)
+        if lost or not kept:
+            # Cancelled, timed out by the appliance, or re-queued elsewhere. The finish is refused,
+            # but a cancelled scan's summary is recounted with the findings stored after the cancel.
+            self._reporter.finish(claim, "cancelled")
+            return "stopped"
+        if result.stopped:
+            if self._stopping.is_set():
+                self._reporter.release(claim)
+                return "released"
+            self._reporter.finish(claim, "cancelled")
+            return "cancelled"
+        if result.timed_out:
+            return self._finish(claim, "failed", "TIMEOUT",
+                                f"scan exceeded its timeout of {job.timeout} s ({stored} findings kept)")
+        outcome = engine.outcome(spec, result.returncode or 0, result.stderr_tail)
+        if not outcome.success:
+            return self._finish(claim, "failed", outcome.error_code or "ENGINE_ERROR", outcome.message)
+        return self._finish(claim, "completed")
+
+    def _finish(self, claim: Claim, status: str, code: str | None = None, message: str | None = None) -> str:
+        self._reporter.finish(claim, status, code, message)
+        log.info("scan %s: %s (%s)", claim.job.scan_id, status, code or "ok")
+        return status
+
+    def _execute(self, engine: Engine, spec: ScanSpec, claim: Claim) -> tuple[RunResult, bool]:
+        """Runs the engine; the second value is True when the appliance told the run to stop."""
+        told_to_stop = threading.Event()
+        progress: list[int | None] = [None]
+
+        def tick() -> None:
+            value = engine.progress(spec)
+            if value is not None:
+                progress[0] = value
+            if not self._reporter.heartbeat(claim, progress[0]):
+                told_to_stop.set()
+
+        def on_progress(value: int) -> None:
+            progress[0] = value
+
+        control = ProcessControl(spec.workdir, spec.timeout,
+                                 should_stop=lambda: told_to_stop.is_set() or self._stopping.is_set(),
+                                 on_tick=tick, on_start=lambda pid: self._reporter.process_started(claim, pid),
+                                 on_progress=on_progress, kill_grace=self._settings.kill_grace,
+                                 output_cap=self._settings.output_cap, tick_seconds=self._settings.tick_seconds)
+        try:
+            result = engine.run(spec, control)
+        finally:
+            control.close()
+        # A cancel is still a cancel when the scanner ended on its own at the same moment.
+        lost = told_to_stop.is_set() and not self._stopping.is_set()
+        return result, lost
+
+    def _store(self, claim: Claim, engine: str, findings: Iterator[Finding], limit: int | None) -> tuple[int, bool]:
+        """Findings in batches as the parser yields them, at most ``limit``; ``(stored, lease kept)``."""
+        batch: list[Finding] = []
+        stored = 0
+        for finding in findings:
+            if limit is not None and stored + len(batch) >= limit:
+                break
+            batch.append(finding)
+            if len(batch) >= self._settings.batch:
+                if not self._reporter.findings(claim, engine, batch, stored):
+                    return stored, False
+                stored += len(batch)
+                batch = []
+        if batch:
+            if not self._reporter.findings(claim, engine, batch, stored):
+                return stored, False
+            stored += len(batch)
+        return stored, True
