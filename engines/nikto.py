@@ -20,12 +20,12 @@ import re
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 from engines.base import Engine, Finding, Option, Outcome, RunControl, RunResult, ScanSpec, extract_cves
-from engines.web import (WebTarget, UnvettedTarget, clip, failed, first_line, read_tail, refused,
-                         web_target)
+from engines.web import UnvettedTarget, WebTarget, clip, failed, first_line, read_tail, refused, web_target
 
 REPORT = "nikto.xml"
 TUNING = "1234567890abc"
@@ -45,9 +45,9 @@ def normalize_tuning(value: str) -> str:
 
 
 class NiktoEngine(Engine):
-    name = "nikto"
-    title = "Nikto"
-    binary = "nikto"
+    name = "nikto"  # type: ignore[misc]
+    title = "Nikto"  # type: ignore[misc]
+    binary = "nikto"  # type: ignore[misc]
     target_types = frozenset({"url"})
     default_timeout = 3600
     version_args = ("-Version",)
@@ -142,12 +142,13 @@ def _events(path: Path) -> Iterator[tuple[str, ET.Element]]:
     """(event, element) of the report; stops quietly where the file is cut or broken."""
     if not path.is_file():
         return
-    parser = ET.XMLPullParser(events=("start", "end"))
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
     with open(path, "rb") as report:
         while chunk := report.read(65536):
             parser.feed(chunk)
             try:
-                yield from parser.read_events()  # type: ignore[misc]
+                for entry in parser.read_events():
+                    yield cast("tuple[str, ET.Element]", entry)  # "start"/"end" carry elements
             except ET.ParseError:
                 return
 
@@ -199,6 +200,7 @@ def _item_finding(item: ET.Element, details: dict[str, str], target: WebTarget |
     description = (item.findtext("description") or "").strip()
     uri = (item.findtext("uri") or "/").strip() or "/"
     where = _where(details, target)
+    url: str | None
     if target is not None:
         url = target.origin + (uri if uri.startswith("/") else "/" + uri)
         if scheme and not url.startswith(scheme + "://"):

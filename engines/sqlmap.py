@@ -6,7 +6,7 @@ Decisions worth knowing:
   ``/scan/<id>/data`` returns (the same assembler), so the structured results come without the API
   server, whose start alone (0.8 s measured) would break the appliance's overhead budget.
 * Stop: SIGINT, then ``e`` on stdin (sqlmap's "end detection phase" answer). sqlmap then reports the
-  injection points it has confirmed and writes the JSON report (measured: 0.1–0.3 s). The REST API's
+  injection points it has confirmed and writes the JSON report (measured: 0.1-0.3 s). The REST API's
   ``/scan/<id>/stop`` only SIGTERMs its engine, which loses the target under test.
 * Only detection: no enumeration or dump option is exposed. ``--batch`` answers every prompt, and
   ``--answers="skip further tests=N"`` keeps testing the other crawled/form targets of a host once
@@ -22,12 +22,13 @@ import json
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from engines.base import Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
-from engines.web import (WebTarget, UnvettedTarget, clip, failed, first_line, read_tail, refused,
-                         web_target)
+from engines.web import UnvettedTarget, WebTarget, clip, failed, first_line, read_tail, refused, web_target
 
 REPORT = "sqlmap.json"
 OUTPUT_DIR = "sqlmap-out"
@@ -50,9 +51,9 @@ def normalize_technique(value: str) -> str:
 
 
 class SqlmapEngine(Engine):
-    name = "sqlmap"
-    title = "SQLMap"
-    binary = "sqlmap"
+    name = "sqlmap"  # type: ignore[misc]
+    title = "SQLMap"  # type: ignore[misc]
+    binary = "sqlmap"  # type: ignore[misc]
     target_types = frozenset({"url"})
     default_timeout = 3600
     version_args = ("--version",)
@@ -146,8 +147,8 @@ def _targets(path: Path) -> list[dict[str, Any]]:
         return []  # missing or cut short: sqlmap writes it in one go at the end
     if not isinstance(report, dict):
         return []
-    targets = report.get("targets") if isinstance(report.get("targets"), list) else [report]
-    return [t for t in targets if isinstance(t, dict)]
+    targets = report.get("targets")
+    return [t for t in (targets if isinstance(targets, list) else [report]) if isinstance(t, dict)]
 
 
 def parse_file(path: Path, target: WebTarget | None = None) -> Iterator[Finding]:
@@ -179,8 +180,6 @@ def _finding(injection: dict[str, Any], scanned: dict[str, Any], target: WebTarg
         url = target.public_url(url) if url else target.path_url(target.path)
         host, port = target.host, target.port
     elif url:
-        from urllib.parse import urlsplit
-
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     evidence = [f"{place} parameter '{parameter}'"]

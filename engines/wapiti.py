@@ -25,12 +25,13 @@ import json
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from engines.base import Engine, Finding, Option, Outcome, RunControl, RunResult, ScanSpec, extract_cves
-from engines.web import (WebTarget, UnvettedTarget, clip, failed, first_line, read_tail, refused,
-                         web_target)
+from engines.web import UnvettedTarget, WebTarget, clip, failed, first_line, read_tail, refused, web_target
 
 REPORT = "wapiti.json"
 MODULES = frozenset({
@@ -55,9 +56,9 @@ def normalize_modules(value: str) -> str:
 
 
 class WapitiEngine(Engine):
-    name = "wapiti"
-    title = "Wapiti"
-    binary = "wapiti"
+    name = "wapiti"  # type: ignore[misc]
+    title = "Wapiti"  # type: ignore[misc]
+    binary = "wapiti"  # type: ignore[misc]
     target_types = frozenset({"url"})
     default_timeout = 3600
     version_args = ("--version",)
@@ -122,8 +123,7 @@ class WapitiEngine(Engine):
         if report is None:
             hint = error or first_line(stderr)
             return failed("wapiti wrote no report" + (f": {hint}" if hint else f" (exit {returncode})"))
-        infos = report.get("infos") if isinstance(report.get("infos"), dict) else {}
-        if not infos.get("crawled_pages_nbr"):
+        if not _dict(report.get("infos")).get("crawled_pages_nbr"):
             return failed("wapiti crawled no page" + (f": {error.lstrip('[!] ')}" if error else ""))
         return Outcome(True)
 
@@ -136,6 +136,10 @@ def _load(path: Path) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -146,8 +150,8 @@ def parse_file(path: Path, target: WebTarget | None = None) -> Iterator[Finding]
     report = _load(path)
     if report is None:
         return
-    infos = report.get("infos") if isinstance(report.get("infos"), dict) else {}
-    classes = report.get("classifications") if isinstance(report.get("classifications"), dict) else {}
+    infos = _dict(report.get("infos"))
+    classes = _dict(report.get("classifications"))
     merged: dict[tuple[str, ...], Finding] = {}
     for section, confidence in _SECTIONS:
         categories = report.get(section)
@@ -157,7 +161,7 @@ def parse_file(path: Path, target: WebTarget | None = None) -> Iterator[Finding]
             for item in items if isinstance(items, list) else []:
                 if not isinstance(item, dict):
                     continue
-                finding = _finding(category, item, classes.get(category) or {}, confidence, infos, target)
+                finding = _finding(category, item, _dict(classes.get(category)), confidence, infos, target)
                 key = (finding.rule_id, finding.url or "", finding.parameter or "")
                 if key in merged:
                     _merge(merged[key], finding)
@@ -176,23 +180,24 @@ def _merge(kept: Finding, other: Finding) -> None:
 
 def _finding(category: str, item: dict[str, Any], classification: dict[str, Any], confidence: str,
              infos: dict[str, Any], target: WebTarget | None) -> Finding:
-    level = item.get("level") if isinstance(item.get("level"), int) else 0
+    level: int = item["level"] if isinstance(item.get("level"), int) else 0
     method = str(item.get("method") or "GET").upper()
     module = str(item.get("module") or "unknown")
     parameter = str(item.get("parameter") or "") or None
     path = str(item.get("path") or "/")
     info = str(item.get("info") or "")
-    refs = classification.get("ref") if isinstance(classification.get("ref"), dict) else {}
+    refs = _dict(classification.get("ref"))
     cwes = list(dict.fromkeys(f"CWE-{m.group(1)}" for k in refs if (m := _CWE_RE.match(str(k)))))
     rule_id = f"wapiti.{module}.{_slug(category)}" + ("" if method == "GET" else f".{method.lower()}")
+    host: str | None
+    port: int | None
     if target is not None:
         url, host, port, ip = target.path_url(path), target.host, target.port, target.ip
     else:
-        from urllib.parse import urlsplit
-
         base = urlsplit(str(infos.get("target") or ""))
         origin = f"{base.scheme}://{base.netloc}" if base.netloc else ""
-        url, host, port, ip = origin + path.split("?", 1)[0], base.hostname, base.port, None
+        url, host, ip = origin + path.split("?", 1)[0], base.hostname, None
+        port = base.port or ({"https": 443, "http": 80}.get(base.scheme))
     title = f"{category} in parameter '{parameter}'" if parameter else f"{category} on {path.split('?', 1)[0]}"
     evidence = "\n".join(x for x in (info, str(item.get("http_request") or ""), str(item.get("curl_command") or ""))
                          if x)

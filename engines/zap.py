@@ -19,14 +19,16 @@ Decisions worth knowing:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 from engines.base import Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
@@ -93,9 +95,9 @@ class ZapClient:
 
 
 class ZapEngine(Engine):
-    name = "zap"
-    title = "OWASP ZAP"
-    binary = "zap.sh"
+    name = "zap"  # type: ignore[misc]
+    title = "OWASP ZAP"  # type: ignore[misc]
+    binary = "zap.sh"  # type: ignore[misc]
     target_types = frozenset({"url"})
     default_timeout = 7200
     version_args = ("-version",)
@@ -253,10 +255,8 @@ class _Scan:
         if not self.ready:
             return
         for component, scan_id in self.running:
-            try:
+            with contextlib.suppress(ZapError):
                 self.zap.call(component, "action", "stop", scanId=scan_id)
-            except ZapError:
-                pass
         try:
             report = self.zap.report()
             tmp = self.workdir / (REPORT + ".part")
@@ -265,10 +265,8 @@ class _Scan:
         except (ZapError, OSError) as exc:
             if not _read_status(self.workdir).get("error"):
                 _write_status(self.workdir, error=f"could not fetch ZAP's report: {exc}")
-        try:
+        with contextlib.suppress(ZapError):  # it may close the connection while shutting down
             self.zap.call("core", "action", "shutdown")
-        except ZapError:
-            pass  # it may close the connection while shutting down
         deadline = time.monotonic() + 10
         while self.daemon_exit() is None and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -2,7 +2,7 @@
 adapter fetches) and the equivalent XML report (``OWASPZAPReport``), both into normalized findings.
 
 One finding per alert instance (rule, URL, method, parameter). ZAP's numbers are strings: ``riskcode``
-0–3 = info/low/medium/high; ``confidence`` 0 = false positive (dropped), 1 low, 2 medium, 3 high,
+0-3 = info/low/medium/high; ``confidence`` 0 = false positive (dropped), 1 low, 2 medium, 3 high,
 4 confirmed; ``cweid`` "-1"/"0" = none.
 """
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from engines.base import Finding, extract_cves
 from engines.web import clip, html_text

@@ -19,8 +19,8 @@ import html
 import http.server
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 BANNER = "Apache/2.2.8 (Ubuntu)"
@@ -59,7 +59,7 @@ class VulnHandler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return BANNER
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def parse_request(self) -> bool:

@@ -72,7 +72,7 @@ def test_a_name_without_vetted_addresses_is_refused_before_running(engine, tmp_p
             raise AssertionError("nikto must not run")
 
     s = spec(tmp_path, target="http://shop.example.test/")
-    result = engine.run(s, NoRun())  # type: ignore[arg-type]
+    result = engine.run(s, NoRun())
     outcome = engine.outcome(s, result.returncode or 0, result.stderr_tail)
     assert not outcome.success and "vetted address" in outcome.message
 

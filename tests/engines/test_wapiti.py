@@ -39,7 +39,7 @@ def test_modules_that_call_third_parties_are_rejected(engine, module):
 
 @pytest.mark.parametrize("modules", ["", "sql;xss", "-sql", "sql, xss", "SQL"])
 def test_malformed_module_lists(engine, modules):
-    with pytest.raises(OptionError, match="options.modules"):
+    with pytest.raises(OptionError, match=r"options\.modules"):
         engine.validate({"modules": modules})
 
 
@@ -48,7 +48,7 @@ def test_scope_depth_times(engine):
                             "maxAttackTimeSeconds": 5})["scope"] == "domain"
     for name, value in (("scope", "punk"), ("scope", "subdomain"), ("depth", 11), ("maxScanTimeSeconds", 1),
                         ("maxAttackTimeSeconds", 0)):
-        with pytest.raises(OptionError, match=f"options.{name}"):
+        with pytest.raises(OptionError, match=rf"options\.{name}"):
             engine.validate({name: value})
 
 
@@ -72,8 +72,9 @@ def test_a_name_is_scanned_at_the_vetted_address_with_a_host_header(engine, tmp_
 
 def test_stop_asks_for_the_report(engine):
     class Proc:
-        signals: list[int] = []
-        written = b""
+        def __init__(self) -> None:
+            self.signals: list[int] = []
+            self.written = b""
 
         def send_signal(self, sig: int) -> None:
             self.signals.append(sig)
@@ -89,7 +90,7 @@ def test_stop_asks_for_the_report(engine):
             pass
 
     proc = Proc()
-    engine.stop(proc)  # type: ignore[arg-type]
+    engine.stop(proc)
     assert proc.signals == [signal.SIGINT] and proc.written == b"r\n"
 
 

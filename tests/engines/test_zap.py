@@ -31,7 +31,8 @@ def test_json_report():
     assert (csp.host, csp.port) == ("www.itsecgames.com", 80)
     assert csp.url.startswith("http://www.itsecgames.com")
     assert "<p>" not in csp.description and csp.description.startswith("Content Security Policy (CSP) is")
-    assert "https://developer.mozilla.org/en-US/docs/Web/Security/CSP/Introducing_Content_Security_Policy" in csp.references
+    mdn = "https://developer.mozilla.org/en-US/docs/Web/Security/CSP/Introducing_Content_Security_Policy"
+    assert mdn in csp.references
     assert csp.raw["pluginid"] == "10038" and csp.raw["wascid"] == "15"
 
 
@@ -89,7 +90,7 @@ def test_options():
         engine.validate({"ajaxSpider": True})
     assert err.value.field == "options.ajaxSpider" and "browser" in err.value.message
     for name, value in (("scanMode", "quick"), ("maxDurationMinutes", 0), ("spiderMaxDepth", 21)):
-        with pytest.raises(OptionError, match=f"options.{name}"):
+        with pytest.raises(OptionError, match=rf"options\.{name}"):
             engine.validate({name: value})
     with pytest.raises(OptionError, match="spiderMaxDepth"):
         engine.validate({"scanMode": "api", "spiderMaxDepth": 3})
