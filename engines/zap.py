@@ -220,7 +220,7 @@ class _Scan:
             self._follow("spider", scan_id, 0, 40 if mode == "full" else 80)
         if not self._reached():
             raise ZapError(f"ZAP got no response from {target.url}: the target is unreachable")
-        if mode in ("full", "api"):
+        if mode in ("full", "api") and time.monotonic() < self.until:
             scan_id = str(zap.call("ascan", "action", "scan", url=target.connect_url, recurse="true")["scan"])
             self._follow("ascan", scan_id, 40, 95)
         self._wait_passive()
