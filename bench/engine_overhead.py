@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engines.base import ScanSpec  # noqa: E402
-from engines.sqlmap import SqlmapEngine  # noqa: E402
-from tests.engines.harness import run_engine  # noqa: E402
-from tests.vulnapp import vuln_app  # noqa: E402
+from engines.base import ScanSpec
+from engines.sqlmap import SqlmapEngine
+from tests.engines.harness import run_engine
+from tests.vulnapp import vuln_app
 
 OPTIONS = {"technique": "BEU"}
 
