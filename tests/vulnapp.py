@@ -5,6 +5,8 @@ It listens on 127.0.0.1 only. What the scanners must find:
 * ``GET /item?id=1`` — SQL injection in a query parameter (the id is pasted into an SQLite query; SQL
   errors come back verbatim with status 500, as a careless app would show them);
 * ``POST /lookup`` (form field ``name``, linked from ``/``) — SQL injection in a form body;
+  A ``sleep(`` in the id stalls the answer for seconds, as a MySQL back end would (time-based blind
+  injection): it keeps time-based attacks slow enough to cancel a scan in the middle of them;
 * ``GET /search?q=`` — reflected XSS (``q`` is echoed unescaped);
 * no security headers at all (no X-Frame-Options, CSP, X-Content-Type-Options), and an old-looking
   ``Server: Apache/2.2.8 (Ubuntu)`` banner.
@@ -19,11 +21,13 @@ import html
 import http.server
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 BANNER = "Apache/2.2.8 (Ubuntu)"
+SLEEP_SECONDS = 6
 _ROWS = [(1, "lamp", 12.5), (2, "chair", 40.0), (3, "desk", 120.0)]
 
 INDEX = """<!doctype html>
@@ -99,6 +103,8 @@ class VulnHandler(http.server.BaseHTTPRequestHandler):
         if parts.path == "/":
             self._send(200, INDEX)
         elif parts.path == "/item":
+            if "sleep(" in query.get("id", [""])[0].lower():
+                time.sleep(SLEEP_SECONDS)  # as a MySQL back end would: time-based blind injection
             self._query(f"SELECT id, name, price FROM items WHERE id = {query.get('id', ['1'])[0]}")
         elif parts.path == "/search":
             q = query.get("q", [""])[0]
