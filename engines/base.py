@@ -48,6 +48,13 @@ class Option:
     pattern: str | None = None  # full-match regex for strings
     max_length: int = 256
     normalize: Callable[[Any], Any] | None = None  # raises ValueError with a message
+    # False: skip the generic metacharacter check for a value whose syntax needs one of those
+    # characters (a form body's '&'); the full-match ``pattern`` alone decides, so it must be strict.
+    generic_check: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.generic_check and not self.pattern:
+            raise TypeError(f"option {self.name}: generic_check=False needs a pattern")
 
     def validate(self, value: Any) -> Any:
         where = f"options.{self.name}"
@@ -68,7 +75,10 @@ class Option:
                 if value not in self.choices:
                     raise OptionError(where, f"must be one of {', '.join(self.choices)}")
             else:
-                check_safe_string(where, value, self.max_length)
+                if self.generic_check:
+                    check_safe_string(where, value, self.max_length)
+                elif not value or len(value) > self.max_length:
+                    raise OptionError(where, f"must be 1 to {self.max_length} characters")
                 if self.pattern and not re.fullmatch(self.pattern, value):
                     raise OptionError(where, "has an invalid format")
         else:  # pragma: no cover - a schema bug, caught by the engine tests
@@ -281,6 +291,8 @@ class Scanner:
     connects_to_target: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = ()
     default_timeout: ClassVar[int] = 3600
+    # Appended to "<binary> not found on PATH": how to get the scanner (shown by ``GET /engines``).
+    install_hint: ClassVar[str | None] = None
 
     def __init__(self, name: str, title: str, binary: str, executable: str | None = None,
                  data_dir: Path | None = None) -> None:
@@ -308,7 +320,8 @@ class Scanner:
             missing: list[str] = []
             version = None
             if path is None:
-                missing.append(f"{self.binary} not found on PATH")
+                missing.append(f"{self.binary} not found on PATH"
+                               + (f"; {self.install_hint}" if self.install_hint else ""))
             else:
                 version = self._read_version(path)
                 if version is None:
