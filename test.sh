@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (nmap, venv, PyInstaller, the web scanners), lint and type-check, build the single
-# binary, run the whole test suite. Extra arguments go to pytest, e.g. ./test.sh -k keys
+# Install everything (nmap, redis-server, venv, PyInstaller, every scanner), lint and type-check, build
+# the single binary, run the whole test suite. Extra arguments go to pytest, e.g. ./test.sh -k keys
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install.sh
@@ -10,5 +10,4 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 bash build.sh
-bash build.sh engines
 exec .venv/bin/python -m pytest "$@"
