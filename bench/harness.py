@@ -169,6 +169,10 @@ class Appliance:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.server is None else self.server.pid
+
     def stop(self) -> int | None:
         return None if self.server is None else self.server.stop()
 
@@ -208,13 +212,27 @@ class Reference:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The serving process when there is one (1 worker); uvicorn's supervisor otherwise."""
+        return None if self.server is None or self.workers > 1 else self.server.pid
+
     def stop(self) -> int | None:
         return None if self.server is None else self.server.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its threads so far (its children's are not counted)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, seconds: float, connections: int = 64, threads: int = 2, keys: Path | None = None,
-        method: str = "GET", body: Path | None = None) -> dict[str, Any]:
-    """One wrk run; its result line (bench/lua/keys.lua) plus ``rps`` and the latencies in ms."""
+        method: str = "GET", body: Path | None = None, server_pid: int | None = None) -> dict[str, Any]:
+    """One wrk run; its result line (bench/lua/keys.lua) plus ``rps``, the latencies in ms and, given
+    ``server_pid``, the server's CPU time per request (``cpu_us``): steadier than req/s on a shared
+    machine, where the server gets what CPU the others leave."""
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     argv = ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds:g}s",
             "--timeout", "10s", "-s", str(BENCH / "lua" / "keys.lua"), url, "--",
             str(keys) if keys else "-", method, *([str(body)] if body else [])]
@@ -223,6 +241,8 @@ def wrk(url: str, seconds: float, connections: int = 64, threads: int = 2, keys:
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-1000:]} {done.stderr[-1000:]}")
     result: dict[str, Any] = json.loads(line[6:])
+    if server_pid:
+        result["cpu_us"] = (cpu_seconds(server_pid) - cpu_before) / max(1, result["requests"]) * 1e6
     seconds_run = result["duration_us"] / 1e6
     result["rps"] = result["requests"] / seconds_run
     result["ok_rps"] = (result["requests"] - result["non2xx"]) / seconds_run

@@ -103,8 +103,9 @@ def versus_reference(setup: Setup, label: str, path: Callable[[Appliance], str],
     for _ in range(setup.reps):
         for appliance in setup.appliances:
             keys = setup.keys(appliance) if authenticated else None
-            runs[appliance.name].append(wrk(appliance.url + path(appliance), setup.seconds, keys=keys))
-        ref_runs.append(wrk(setup.reference.url + ref_path, setup.seconds))
+            runs[appliance.name].append(wrk(appliance.url + path(appliance), setup.seconds, keys=keys,
+                                            server_pid=appliance.pid))
+        ref_runs.append(wrk(setup.reference.url + ref_path, setup.seconds, server_pid=setup.reference.pid))
     ref_rps = median([r["rps"] for r in ref_runs])
     for appliance in setup.appliances:
         mine = runs[appliance.name]
@@ -117,7 +118,9 @@ def versus_reference(setup: Setup, label: str, path: Callable[[Appliance], str],
                         f"{median([m['ok_rps'] for m in mine]):,.0f} req/s p50 "
                         f"{median([m['p50_ms'] for m in mine]):.1f} ms p99 {p99:.1f} ms; "
                         f"reference {ref_rps:,.0f} req/s p99 "
-                        f"{median([r['p99_ms'] for r in ref_runs]):.1f} ms"))
+                        f"{median([r['p99_ms'] for r in ref_runs]):.1f} ms; server CPU per request "
+                        f"{median([m['cpu_us'] for m in mine]):.0f} µs vs "
+                        f"{median([r['cpu_us'] for r in ref_runs]):.0f} µs"))
     return rows
 
 
