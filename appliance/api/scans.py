@@ -12,12 +12,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from appliance import clock
-from appliance.api.context import authorize, services_of
+from appliance.api.context import authorize
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
 from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
+from appliance.store import Reader
 from appliance.validate import parse_decimal
 from engines.base import SEVERITIES
 
@@ -40,20 +41,27 @@ RESULT_FILTERS = {
 RESULT_PARAMS = ("format", "severity", "scanType", *RESULT_FILTERS, *PAGE_PARAMS)
 
 
-def _scan_row(request: Request, tenant_id: str) -> dict[str, Any]:
-    """The tenant's scan, else 404 — also for another tenant's scan and a ``scanType`` mismatch."""
+_SCAN_BY_ID = f"SELECT {model.SCAN_COLUMNS} FROM scans WHERE id = ? AND tenant_id = ?"
+_SCAN_TYPE = model.SCAN_FIELDS.index("scan_type")
+
+
+def _scan_values(request: Request, reader: Reader, tenant_id: str) -> tuple[Any, ...]:
+    """The tenant's scan (the values of ``model.SCAN_COLUMNS``), else 404 — also for another
+    tenant's scan and a ``scanType`` mismatch."""
     scan_id = request.path_params["scan_id"]
     if not _SCAN_ID.match(scan_id):  # scan ids are lower-case UUIDs: anything else is no scan
         raise _NOT_FOUND
-    values = services_of(request).reader.values(f"SELECT {model.SCAN_COLUMNS} FROM scans"
-                                                " WHERE id = ? AND tenant_id = ?", (scan_id, tenant_id))
+    values = reader.values(_SCAN_BY_ID, (scan_id, tenant_id))
     if values is None:
         raise _NOT_FOUND
-    row = dict(zip(model.SCAN_FIELDS, values, strict=True))
     wanted = request.query_params.get("scanType") if request.scope["query_string"] else None
-    if wanted is not None and wanted != row["scan_type"]:
+    if wanted is not None and wanted != values[_SCAN_TYPE]:
         raise _NOT_FOUND
-    return row
+    return values
+
+
+def _scan_row(request: Request, reader: Reader, tenant_id: str) -> dict[str, Any]:
+    return dict(zip(model.SCAN_FIELDS, _scan_values(request, reader, tenant_id), strict=True))
 
 
 async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_id: str | None = None
@@ -122,25 +130,25 @@ async def list_scans(request: Request) -> JSONResponse:
 
 
 async def get_scan(request: Request) -> JSONResponse:
-    _, grant = authorize(request, "scans:read")
+    services, grant = authorize(request, "scans:read")
     check_query(request, ("scanType",))
-    return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
+    return ok(model.scan_json_values(_scan_values(request, services.reader, grant.tenant_id)))
 
 
 async def cancel_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:cancel")
-    row = _scan_row(request, grant.tenant_id)
+    row = _scan_row(request, services.reader, grant.tenant_id)
     # A running scan's worker learns of the cancel from its next heartbeat (about a second).
     if row["status"] in lifecycle.TERMINAL or not (await services.writer.write(
             lifecycle.end(row["id"], "cancelled")))[0]:
         raise ApiError(409, "SCAN_NOT_CANCELLABLE", "scan has already finished")
-    return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
+    return ok(model.scan_json(_scan_row(request, services.reader, grant.tenant_id)))
 
 
 async def scan_results(request: Request) -> JSONResponse:
     services, grant = authorize(request, "results:read")
     check_query(request, RESULT_PARAMS)
-    row = _scan_row(request, grant.tenant_id)
+    row = _scan_row(request, services.reader, grant.tenant_id)
     fmt = request.query_params.get("format", "json")
     if fmt != "json":
         raise ValidationError("format", "only json is served by this release")
