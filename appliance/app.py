@@ -62,12 +62,12 @@ def create_app(config: Config) -> Starlette:
         finally:
             await services.stop()
 
-    # Starlette tries routes in order, a regex match each: the routes CI pipelines poll come first
-    # (no two routes' paths overlap, so the order changes nothing else).
+    # Starlette tries routes in order, a regex match each: the routes CI pipelines poll come first,
+    # then /health (no two paths overlap; a method mismatch is a 405 whatever the order).
     api_routes = [*scans.routes, *engines.routes, *keys.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes]
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *prefixed(API_PREFIXES[0], api_routes),
+        routes=[*prefixed(API_PREFIXES[0], api_routes), Route("/health", health, methods=["GET"]),
                 *worker_routes.routes, *(r for p in API_PREFIXES[1:] for r in prefixed(p, api_routes))],
         middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

@@ -2,6 +2,7 @@
 and the API call log."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -32,6 +33,11 @@ def _new_request_id() -> str:
     """UUID-shaped and unique: a random prefix per process and a counter (uuid4 per request costs a
     getrandom system call on every request)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+
+
+@functools.lru_cache(maxsize=64)
+def _header_name(name: str) -> bytes:
+    return name.lower().encode()
 
 
 class _TooLarge(Exception):
@@ -96,7 +102,7 @@ class RequestMiddleware:
                 headers.append((b"x-request-id", sent.encode()))
                 rate = scope.get(RATE_HEADERS)
                 if rate:
-                    headers += [(name.lower().encode(), str(value).encode()) for name, value in rate.items()]
+                    headers += [(_header_name(name), str(value).encode()) for name, value in rate.items()]
                 message = {**message, "headers": headers}
             await send(message)
 

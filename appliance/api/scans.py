@@ -193,10 +193,10 @@ def _port(text: str) -> int:
     return port
 
 
-routes = [
-    Route("/scans", create_scan, methods=["POST"]),
-    Route("/scans", list_scans, methods=["GET"]),
+routes = [  # the routes pipelines poll first: Starlette tries them in order
     Route("/scans/{scan_id}", get_scan, methods=["GET"]),
+    Route("/scans", list_scans, methods=["GET"]),
+    Route("/scans", create_scan, methods=["POST"]),
     Route("/scans/{scan_id}/cancel", cancel_scan, methods=["POST"]),
     Route("/scans/{scan_id}/results", scan_results, methods=["GET"]),
 ]
