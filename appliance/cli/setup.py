@@ -15,6 +15,7 @@ from appliance import tenants as tenants_mod
 from appliance.audit import audit_op
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, require_initialized
 from appliance.credentials import SCOPES
+from appliance.signing.keys import KeyRing
 from appliance.store import apply_sync
 from appliance.webhooks import secretbox
 
@@ -56,6 +57,7 @@ def init(data_dir: Path, config_file: Path | None, hostname: str, allow_loopback
         tls.make_self_signed(data_dir, hostname)
     cfg.db_path.touch(mode=0o600)
     secretbox.ensure_key(data_dir)
+    KeyRing(data_dir).ensure()  # kept by --force: reports signed before a re-init still verify
     actor = cli_actor()
     with database(cfg) as conn:
         tenant_id, ops = tenants_mod.create_ops("default", actor)
