@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 _SAFE_INT = 2**53
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -57,9 +58,11 @@ def _key(name: str) -> bytes:
 
 
 def _string(text: str) -> str:
-    # json.dumps escapes exactly what RFC 8785 escapes: '"', '\\' and U+0000..U+001F (short forms
-    # for \b \t \n \f \r, lowercase \u00xx for the rest); everything else is written as itself.
-    return json.dumps(_LONE_SURROGATE.sub("\ufffd", text), ensure_ascii=False)
+    # json's non-ASCII-escaping string encoder escapes exactly what RFC 8785 escapes: '"', '\\' and
+    # U+0000..U+001F (short forms for \b \t \n \f \r, lowercase \u00xx for the rest).
+    if not text.isascii():
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return _encode_string(text)
 
 
 def dumps(value: Any) -> str:
@@ -111,6 +114,19 @@ def _refuse(literal: str) -> Any:
     raise _NotPlain()
 
 
+def _plain_float(literal: str) -> int | float:
+    """A number Python writes as JCS does: an integral value below 2**53 (as an int: JCS writes
+    7.0 as 7), or one with a fraction between 1e-4 and 1e16 (both write the shortest digits in
+    plain decimal notation)."""
+    value = float(literal)
+    if value.is_integer():
+        if abs(value) <= _SAFE_INT:
+            return int(value)
+    elif 1e-4 <= abs(value) < 1e16:
+        return value
+    raise _NotPlain()
+
+
 def _plain_int(literal: str) -> int:
     if len(literal) > 15:  # possibly beyond 2**53: JCS writes the double it rounds to
         raise _NotPlain()
@@ -121,7 +137,7 @@ def _no_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
-_PLAIN = json.JSONDecoder(parse_float=_refuse, parse_constant=_refuse, parse_int=_plain_int)
+_PLAIN = json.JSONDecoder(parse_float=_plain_float, parse_constant=_refuse, parse_int=_plain_int)
 # json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) without rebuilding the C
 # encoder on every call (a third of the cost for a small document).
 _make_encoder: Callable[..., Callable[[Any, int], Sequence[str]]] | None = getattr(json.encoder, "c_make_encoder",
@@ -139,8 +155,9 @@ _BEYOND_BMP_START = re.compile("[\ud800-\U0010ffff]")
 
 def from_json(text: str) -> str:
     """The JCS text of the JSON document ``text`` (a stored finding). Most findings hold no number
-    with a fraction, no integer beyond 2**53 and no character at or above U+D800: for those, the C
-    encoder's sorted compact output is already JCS, at a fraction of :func:`dumps`' cost."""
+    outside what :func:`_plain_float` and :func:`_plain_int` accept and no character at or above
+    U+D800: for those, the C encoder's sorted compact output is already JCS, at a fraction of
+    :func:`dumps`' cost."""
     try:
         value = _PLAIN.decode(text)
     except _NotPlain:

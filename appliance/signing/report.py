@@ -19,7 +19,9 @@ import hashlib
 import sqlite3
 import sys
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,39 @@ class Snapshot:
             self._conn.close()
 
 
+class _Digest:
+    """SHA-512 on a helper thread: hashlib releases the GIL while it hashes a large buffer, so one
+    chunk is hashed while the next is encoded, and the digest costs the download almost no time.
+    A single worker keeps the chunks in order; at most :data:`_AHEAD` wait."""
+
+    _AHEAD = 2
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha512()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="report-digest")
+        self._pending: deque[Future[None]] = deque()
+
+    def update(self, data: bytes) -> None:
+        self._pending.append(self._pool.submit(self._hash.update, data))
+        while len(self._pending) > self._AHEAD:
+            self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+        self._pool.shutdown()
+
+
 class _Out:
     """Text pieces → UTF-8 chunks of about :data:`CHUNK_BYTES`, fed to ``digest`` as they go out.
     With ``locate``, the CRC-32 of each finding's bytes is kept (4 bytes a finding): the
     signature block carries them so that a verifier can name the finding that was changed."""
 
-    def __init__(self, digest: Any | None, locate: bool) -> None:
+    def __init__(self, digest: _Digest | None, locate: bool) -> None:
         self.digest = digest
         self.crcs: array.array[int] | None = array.array("I") if locate else None
         self._buffer: list[bytes] = []
@@ -171,13 +200,17 @@ def document(db_path: Path, busy_timeout_ms: int, scan_id: str, origin: Origin,
         scan = snapshot.scan(scan_id)
         if scan is None:
             raise LookupError(f"scan {scan_id} is gone")
-        out = _Out(hashlib.sha512() if keyring is not None else None, locate=keyring is not None)
-        yield b'{"report":'
-        yield from _emit(report_parts(snapshot, scan, origin), out)
-        if keyring is None or out.digest is None or out.crcs is None:
-            yield b',"signature":null}'
-            return
-        block = sign(keyring, "report", "SHA-512", out.digest.hexdigest(), {"scanId": scan_id})
+        out = _Out(_Digest() if keyring is not None else None, locate=keyring is not None)
+        try:
+            yield b'{"report":'
+            yield from _emit(report_parts(snapshot, scan, origin), out)
+            if keyring is None or out.digest is None or out.crcs is None:
+                yield b',"signature":null}'
+                return
+            block = sign(keyring, "report", "SHA-512", out.digest.hexdigest(), {"scanId": scan_id})
+        finally:
+            if out.digest is not None:
+                out.digest.close()
         block["locators"] = locators(members(scan, origin), out.crcs)
         yield b',"signature":' + jcs.canonical(block) + b"}"
     finally:
@@ -192,11 +225,16 @@ def detached(db_path: Path, busy_timeout_ms: int, scan_id: str, origin: Origin, 
         scan = snapshot.scan(scan_id)
         if scan is None:
             raise LookupError(f"scan {scan_id} is gone")
-        out = _Out(hashlib.sha512(), locate=False)
-        for _ in _emit(SIGNABLE[fmt](snapshot, scan, origin), out):
-            pass
+        out = _Out(_Digest(), locate=False)
+        try:
+            for _ in _emit(SIGNABLE[fmt](snapshot, scan, origin), out):
+                pass
+            assert out.digest is not None
+            digest = out.digest.hexdigest()
+        finally:
+            if out.digest is not None:
+                out.digest.close()
     finally:
         snapshot.close()
-    assert out.digest is not None
-    return sign(keyring, "export", "SHA-512", out.digest.hexdigest(), {"scanId": scan_id, "format": fmt})
+    return sign(keyring, "export", "SHA-512", digest, {"scanId": scan_id, "format": fmt})
 
