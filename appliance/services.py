@@ -126,11 +126,11 @@ class Services:
         self.limiter.load(tuple(r) for r in self.reader.all(
             "SELECT subject, window, window_start, count FROM rate_counters"))
         self._check_epoch()
+        await self.signing.start()  # before anything runs: a broken key store stops the start here
         await self.writer.start()
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
         self.config.scans_dir.mkdir(mode=0o700, exist_ok=True)
-        await self.signing.start()
         await self.events.start()
         await self.reconciler.run_once(startup=True)
         workers = self.config["queue.workers"]

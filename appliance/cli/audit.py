@@ -134,4 +134,5 @@ def trusted_keys(data_dir: Path, public_keys: tuple[Path, ...]) -> Trusted:
     if pinned is not None:
         return pinned
     keyring = KeyRing(data_dir)
-    return Trusted.of([k.key() for k in keyring.public_keys()] if keyring.exists() else [])
+    return Trusted.of([k.key() for k in keyring.public_keys()] if keyring.exists() else [],
+                      source=f"in the key store ({keyring.directory})")

@@ -65,8 +65,10 @@ class CheckpointObserver:
     def __init__(self, conn: sqlite3.Connection, trusted: Trusted) -> None:
         self.trusted = trusted
         self.latest: Latest | None = None
-        self.heads = {int(r[0]) for r in conn.execute(
-            "SELECT resource_id FROM audit_events WHERE action = ? AND resource_id GLOB '[0-9]*'", (ACTION,))}
+        # The rows checkpoints name: their hashes are kept while walking, nothing else is.
+        self.heads = {r[0] for r in conn.execute(
+            "SELECT json_extract(details, '$.statement.headId') FROM audit_events WHERE action = ? AND"
+            " json_valid(details)", (ACTION,)) if isinstance(r[0], int)}
         self._hashes: dict[int, str] = {}
 
     def __call__(self, row: sqlite3.Row, computed: str) -> str | None:

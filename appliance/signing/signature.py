@@ -89,10 +89,11 @@ class Trusted:
 
     keys: dict[str, PublicKey] = field(default_factory=dict)
     pinned: bool = True
+    source: str = "pinned"  # completes "key X is not ...", e.g. "in the key store"
 
     @classmethod
-    def of(cls, keys: Iterable[PublicKey], pinned: bool = True) -> Trusted:
-        return cls({key_id(k): k for k in keys}, pinned)
+    def of(cls, keys: Iterable[PublicKey], pinned: bool = True, source: str = "pinned") -> Trusted:
+        return cls({key_id(k): k for k in keys}, pinned, source)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def embedded_keys(block: Mapping[str, Any]) -> Trusted:
             continue
         if key_id(key) == item.get("keyId"):
             keys[key_id(key)] = key
-    return Trusted(keys, pinned=False)
+    return Trusted(keys, pinned=False, source="embedded in the document")
 
 
 def check(block: Any, trusted: Trusted, purpose: str, digest: str | None = None) -> Check:
@@ -143,8 +144,8 @@ def check(block: Any, trusted: Trusted, purpose: str, digest: str | None = None)
         kid, algorithm = sig.get("keyId"), sig.get("algorithm")
         key = trusted.keys.get(str(kid))
         if key is None or kid not in listed:
-            failures.append(f"{algorithm} key {kid} is not {'pinned' if trusted.pinned else 'embedded'}"
-                            if key is None else f"{algorithm} key {kid} is not named by the statement")
+            failures.append(f"{algorithm} key {kid} is not {trusted.source}" if key is None
+                            else f"{algorithm} key {kid} is not named by the statement")
             continue
         if algorithm_of(key) != algorithm:
             failures.append(f"key {kid} is not an {algorithm} key")
