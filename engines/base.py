@@ -48,6 +48,13 @@ class Option:
     pattern: str | None = None  # full-match regex for strings
     max_length: int = 256
     normalize: Callable[[Any], Any] | None = None  # raises ValueError with a message
+    # False: skip the generic metacharacter check for a value whose syntax needs one of those
+    # characters (a form body's '&'); the full-match ``pattern`` alone decides, so it must be strict.
+    generic_check: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.generic_check and not self.pattern:
+            raise TypeError(f"option {self.name}: generic_check=False needs a pattern")
 
     def validate(self, value: Any) -> Any:
         where = f"options.{self.name}"
@@ -68,7 +75,10 @@ class Option:
                 if value not in self.choices:
                     raise OptionError(where, f"must be one of {', '.join(self.choices)}")
             else:
-                check_safe_string(where, value, self.max_length)
+                if self.generic_check:
+                    check_safe_string(where, value, self.max_length)
+                elif not value or len(value) > self.max_length:
+                    raise OptionError(where, f"must be 1 to {self.max_length} characters")
                 if self.pattern and not re.fullmatch(self.pattern, value):
                     raise OptionError(where, "has an invalid format")
         else:  # pragma: no cover - a schema bug, caught by the engine tests
@@ -281,6 +291,8 @@ class Scanner:
     connects_to_target: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = ()
     default_timeout: ClassVar[int] = 3600
+    # Appended to "<binary> not found on PATH": how to get the scanner (shown by ``GET /engines``).
+    install_hint: ClassVar[str | None] = None
 
     def __init__(self, name: str, title: str, binary: str, executable: str | None = None,
                  data_dir: Path | None = None) -> None:
@@ -308,7 +320,8 @@ class Scanner:
             missing: list[str] = []
             version = None
             if path is None:
-                missing.append(f"{self.binary} not found on PATH")
+                missing.append(f"{self.binary} not found on PATH"
+                               + (f"; {self.install_hint}" if self.install_hint else ""))
             else:
                 version = self._read_version(path)
                 if version is None:
@@ -321,6 +334,12 @@ class Scanner:
         if data_missing:
             return Availability(found.installed, found.version, found.path, found.missing + data_missing)
         return found
+
+    def runnable(self) -> bool:
+        """Installed and adapted, whatever its offline data: a worker consumes its queue, so that data
+        imported while the appliance runs is used at once (scans lacking it are refused at submit)."""
+        self.probe()
+        return self._availability is not None and self._availability.available
 
     def _read_version(self, path: str) -> str | None:
         try:
@@ -348,6 +367,11 @@ class Engine(Scanner, abc.ABC):
         self._executable = executable
         self.data_dir = data_dir
         self._availability = None
+        self.settings: dict[str, Any] = {}
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """The appliance's ``engines.*`` settings (e.g. ``engines.resolver``), given once at start."""
+        self.settings = dict(settings)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, raw: Any) -> dict[str, Any]:
@@ -358,6 +382,18 @@ class Engine(Scanner, abc.ABC):
 
     def check(self, options: dict[str, Any]) -> None:
         """Cross-option and environment rules (privileges, exclusive options)."""
+
+    def required_data(self, options: dict[str, Any]) -> list[str]:
+        """Names of the offline data items (:meth:`data_status`) a scan with these options reads.
+        Default: the items marked required. Engines whose data depends on the options (trivy's
+        vulnerability DB only for ``vuln``) override it."""
+        return [d.name for d in self.data_status() if d.required]
+
+    def missing_data(self, options: dict[str, Any]) -> list[str]:
+        """``"<name>: <why>"`` for each item :meth:`required_data` names that is not usable: the
+        scan must not start (503 ``ENGINE_UNAVAILABLE``)."""
+        needed = set(self.required_data(options))
+        return [f"{d.name}: {d.missing}" for d in self.data_status() if d.name in needed and d.missing]
 
     def infer_target_type(self, target: str) -> str | None:
         """The ``targetType`` of a target submitted without one, when the engine knows better than

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from appliance import clock
 from appliance.apikeys import KeyGrant
+from appliance.engine_data import require_engine_data
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning.model import PRIORITIES
 from appliance.targets import Target, TargetError, parse_target
@@ -52,6 +53,7 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
         options = engine.validate(body.mapping("options") or {})
     except OptionError as exc:
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
+    require_engine_data(engine, options)
     config = _engine_config(body.mapping("config") or {})
     priority = body.string("priority", choices=PRIORITIES, default="normal") or "normal"
     if grant.allowed_priorities is not None and priority not in grant.allowed_priorities:
