@@ -22,7 +22,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    type: str  # str | int | float | list | table
+    type: str  # str | int | float | bool | list | table
     default: Any
     doc: str
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
@@ -102,8 +102,12 @@ KEYS: dict[str, Key] = {
                                          _range(0.5, 60)),
     "server.max_connections": Key("int", 1000, "Open connections served at once; requests beyond it get 503 "
                                   "(size LimitNOFILE in the systemd unit to match).", _range(1, 100000)),
+    "server.pq_port": Key("int", 0, "TCP port of a second HTTPS listener offering post-quantum key exchange "
+                          "(X25519MLKEM768); 0: off.", _range(0, 65535)),
     "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),
     "tls.key_file": Key("str", "", "Private key of tls.cert_file (PEM)."),
+    "tls.pq_only": Key("bool", False, "The server.pq_port listener refuses clients that cannot do X25519MLKEM768 "
+                       "(no classical key exchange)."),
     "storage.busy_timeout_ms": Key("int", 5000, "SQLite busy timeout.", _range(100, 600000)),
     "queue.backend": Key("str", "sqlite", "Where scan jobs wait: sqlite (embedded) or redis (remote workers).",
                          _choice("sqlite", "redis")),
@@ -158,16 +162,18 @@ KEYS: dict[str, Key] = {
     "retention.findings_days": Key("int", 0, "Days a finished scan's findings are kept (the scan and its "
                                    "summary stay); 0: forever.", _range(0, 36500)),
     "retention.interval_seconds": Key("int", 3600, "How often retention runs.", _range(10, 86400)),
+    "audit.checkpoint_seconds": Key("int", 3600, "Longest time between signed audit checkpoints (one is "
+                                    "written only when rows were added, and at shutdown).", _range(1, 7 * 86400)),
     "logging.level": Key("str", "info", "Log level.", _choice("debug", "info", "warning", "error")),
 }
 
 
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "list": "an array",
-               "table": "a table"}
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+               "list": "an array", "table": "a table"}
 
 
 def _type_problem(key: Key, value: Any) -> str | None:
-    expected = {"str": str, "list": list, "table": dict}.get(key.type)
+    expected = {"str": str, "bool": bool, "list": list, "table": dict}.get(key.type)
     if key.type == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif key.type == "float":

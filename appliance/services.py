@@ -23,6 +23,7 @@ from appliance.scanning.queue import Backend, ScanQueue
 from appliance.scanning.reconciler import Reconciler, ReconcilerSettings
 from appliance.scanning.reporter import LocalReporter
 from appliance.scanning.task import ScanTask, TaskSettings
+from appliance.signing.service import SigningService
 from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
 from appliance.targets import Policy
@@ -72,6 +73,7 @@ class Services:
         self.stopping = threading.Event()  # the server is shutting down: running scans are handed back
         self._task: ScanTask | None = None
         self.events = EventServices(self)  # webhooks, callbacks, quota, retention
+        self.signing = SigningService(self)  # signing keys, signed reports, audit checkpoints
         self._policies: dict[str, Policy] = {}
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None
@@ -127,6 +129,7 @@ class Services:
         self.limiter.load(tuple(r) for r in self.reader.all(
             "SELECT subject, window, window_start, count FROM rate_counters"))
         self._check_epoch()
+        await self.signing.start()  # before anything runs: a broken key store stops the start here
         await self.writer.start()
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
@@ -153,6 +156,7 @@ class Services:
         timeout = self.config["scans.kill_grace_seconds"] + 10
         await asyncio.to_thread(self.queue.stop, timeout)
         await self.events.stop()
+        await self.signing.stop()  # the last checkpoint covers this run's final audit rows
         await self.writer.stop()
         self.reader.close()
 
