@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from appliance.api import audit, engines, keys, scans, templates, usage, webhooks
+from appliance.api import audit, engines, keys, results, scans, templates, usage, webhooks
 from appliance.api.envelope import error_response
 from appliance.api.middleware import RequestMiddleware
 from appliance.config import Config
@@ -56,7 +56,7 @@ def create_app(config: Config) -> Starlette:
         finally:
             await services.stop()
 
-    api_routes = [*keys.routes, *scans.routes, *engines.routes,
+    api_routes = [*keys.routes, *scans.routes, *results.routes, *engines.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes]
     app = Starlette(
         routes=[Route("/health", health, methods=["GET"]), *worker_routes.routes,
