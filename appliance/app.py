@@ -11,11 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from appliance import logs
 from appliance.api import audit, engines, keys, results, scans, templates, usage, webhooks
 from appliance.api.envelope import error_response
-from appliance.api.middleware import RequestMiddleware
+from appliance.api.middleware import ERROR_CODE, Observer, RequestMiddleware
 from appliance.config import Config
 from appliance.errors import ApiError, StorageFull
+from appliance.metrics import metrics_endpoint
 from appliance.services import Services
 from appliance.workers import routes as worker_routes
 
@@ -35,6 +37,7 @@ async def health(request: Request) -> JSONResponse:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    request.scope[ERROR_CODE] = exc.code
     return error_response(exc)
 
 
@@ -42,6 +45,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "INTERNAL_ERROR" if exc.status_code >= 500 else "VALIDATION_ERROR")
     message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    request.scope[ERROR_CODE] = code
     return error_response(ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})))
 
 
@@ -58,10 +62,16 @@ def create_app(config: Config) -> Starlette:
 
     api_routes = [*keys.routes, *scans.routes, *results.routes, *engines.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes]
+    observers: list[Observer] = []
+    if config["logging.access_log"]:
+        observers.append(logs.log_request)
+    if services.metrics is not None:
+        observers.append(services.metrics.observe_request)
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *worker_routes.routes,
+        routes=[Route("/health", health, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"]),
+                *worker_routes.routes,
                 *(Mount(prefix, routes=api_routes) for prefix in API_PREFIXES)],
-        middleware=[Middleware(RequestMiddleware, record=services.calls.record)],
+        middleware=[Middleware(RequestMiddleware, record=services.calls.record, observers=observers)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

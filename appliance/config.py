@@ -22,7 +22,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Key:
-    type: str  # str | int | float | list | table
+    type: str  # str | int | float | bool | list | table
     default: Any
     doc: str
     check: Callable[[Any], str | None] | None = None  # returns a problem, or None
@@ -149,15 +149,21 @@ KEYS: dict[str, Key] = {
                                    "summary stay); 0: forever.", _range(0, 36500)),
     "retention.interval_seconds": Key("int", 3600, "How often retention runs.", _range(10, 86400)),
     "logging.level": Key("str", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    "logging.format": Key("str", "text", "Log lines as text or as JSON objects (one per line, for journald or a "
+                          "SIEM).", _choice("text", "json")),
+    "logging.access_log": Key("bool", True, "One log line per request (method, route, status, duration, key id "
+                              "prefix, request id)."),
+    "metrics.enabled": Key("bool", False, "Serve Prometheus metrics at GET /metrics (no API key)."),
+    "metrics.allowed_ips": Key("list", [], "IPs/CIDRs allowed to read /metrics; empty: any address.", _cidrs),
 }
 
 
 _TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "list": "an array",
-               "table": "a table"}
+               "table": "a table", "bool": "a boolean"}
 
 
 def _type_problem(key: Key, value: Any) -> str | None:
-    expected = {"str": str, "list": list, "table": dict}.get(key.type)
+    expected = {"str": str, "list": list, "table": dict, "bool": bool}.get(key.type)
     if key.type == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif key.type == "float":
