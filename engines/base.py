@@ -8,6 +8,7 @@ worker and, later, remote workers.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import re
 import shutil
@@ -16,6 +17,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from engines import schema
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 CONFIDENCES = ("high", "medium", "low")
@@ -36,7 +41,9 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One engine option: its type and bounds. The same object drives validation and OpenAPI."""
+    """One engine option: its type and bounds. It becomes a field of the engine's options Struct
+    (:mod:`engines.schema`), which both validates submissions and gives the JSON Schema (``GET
+    /engines``, OpenAPI): one declaration, one schema."""
 
     name: str
     kind: str  # "integer" | "boolean" | "string" | "enum"
@@ -48,59 +55,18 @@ class Option:
     pattern: str | None = None  # full-match regex for strings
     max_length: int = 256
     normalize: Callable[[Any], Any] | None = None  # raises ValueError with a message
+    # False: skip the generic metacharacter check for a value whose syntax needs one of those
+    # characters (a form body's '&'); the full-match ``pattern`` alone decides, so it must be strict.
+    generic_check: bool = True
 
-    def validate(self, value: Any) -> Any:
-        where = f"options.{self.name}"
-        if self.kind == "boolean":
-            if not isinstance(value, bool):
-                raise OptionError(where, "must be a boolean")
-        elif self.kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise OptionError(where, "must be an integer")
-            if self.minimum is not None and value < self.minimum:
-                raise OptionError(where, f"must be at least {self.minimum}")
-            if self.maximum is not None and value > self.maximum:
-                raise OptionError(where, f"must be at most {self.maximum}")
-        elif self.kind in ("string", "enum"):
-            if not isinstance(value, str):
-                raise OptionError(where, "must be a string")
-            if self.kind == "enum":
-                if value not in self.choices:
-                    raise OptionError(where, f"must be one of {', '.join(self.choices)}")
-            else:
-                check_safe_string(where, value, self.max_length)
-                if self.pattern and not re.fullmatch(self.pattern, value):
-                    raise OptionError(where, "has an invalid format")
-        else:  # pragma: no cover - a schema bug, caught by the engine tests
-            raise TypeError(f"unknown option kind {self.kind!r}")
-        if self.normalize is not None:
-            try:
-                return self.normalize(value)
-            except ValueError as exc:
-                raise OptionError(where, str(exc)) from None
-        return value
-
-    def json_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"description": self.description}
-        if self.kind == "enum":
-            schema.update(type="string", enum=list(self.choices))
-        else:
-            schema["type"] = self.kind
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
-        if self.pattern:
-            schema["pattern"] = self.pattern
-        if self.kind == "string":
-            schema["maxLength"] = self.max_length
-        if self.default is not None:
-            schema["default"] = self.default
-        return schema
+    def __post_init__(self) -> None:
+        if not self.generic_check and not self.pattern:
+            raise TypeError(f"option {self.name}: generic_check=False needs a pattern")
 
 
 def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
-    """Reject values that could be read as a flag or carry metacharacters."""
+    """Reject values that could be read as a flag or carry metacharacters (the same rule as
+    :data:`engines.schema.SAFE_STRING`, with a message saying which part failed)."""
     if not value:
         raise OptionError(where, "must not be empty")
     if len(value) > max_length:
@@ -113,21 +79,47 @@ def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
         raise OptionError(where, "must not be a path")
 
 
-def validate_options(schema: Sequence[Option], raw: Any) -> dict[str, Any]:
-    """Check ``raw`` against ``schema``: unknown names are rejected, never passed through."""
+@functools.lru_cache(maxsize=256)
+def options_struct(engine: str, options: tuple[Option, ...]) -> type[msgspec.Struct]:
+    return schema.options_type(engine, options)
+
+
+def _explain(options: tuple[Option, ...]) -> schema.Explainer:
+    """Why a string option failed its pattern: the generic rule's own words, when it was that."""
+    by_field = {f"options.{o.name}": o for o in options}
+
+    def explain(field: str, value: Any) -> str | None:
+        option = by_field.get(field)
+        if option is None or option.kind != "string" or not isinstance(value, str) or not option.generic_check:
+            return None
+        try:
+            check_safe_string(field, value, option.max_length)
+        except OptionError as exc:
+            return exc.message
+        return None
+    return explain
+
+
+def validate_options(schema_: Sequence[Option], raw: Any, engine: str = "engine") -> dict[str, Any]:
+    """Check ``raw`` against the options Struct: unknown names are rejected, never passed through;
+    ``null`` means not given. Then each option's ``normalize``."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise OptionError("options", "must be an object")
-    by_name = {opt.name: opt for opt in schema}
-    clean: dict[str, Any] = {}
-    for name, value in raw.items():
-        opt = by_name.get(name)
-        if opt is None:
-            raise OptionError(f"options.{name}", "unknown option")
-        if value is None:
-            continue
-        clean[name] = opt.validate(value)
+    options = tuple(schema_)
+    try:
+        value = schema.convert(dict(raw), options_struct(engine, options), root="options", prefix="options.",
+                               explain=_explain(options))
+    except schema.SchemaError as exc:
+        raise OptionError(exc.field, "unknown option" if exc.kind == "unknown" else exc.message) from None
+    clean = schema.given(value)
+    for option in options:
+        if option.normalize is not None and option.name in clean:
+            try:
+                clean[option.name] = option.normalize(clean[option.name])
+            except ValueError as exc:
+                raise OptionError(f"options.{option.name}", str(exc)) from None
     return clean
 
 
@@ -352,7 +344,7 @@ class Engine(Scanner, abc.ABC):
     # -- validation ---------------------------------------------------------------------------
     def validate(self, raw: Any) -> dict[str, Any]:
         """Schema check, then the engine's cross-option rules; raises :class:`OptionError`."""
-        clean = validate_options(self.options, raw)
+        clean = validate_options(self.options, raw, self.name)
         self.check(clean)
         return clean
 
@@ -364,9 +356,16 @@ class Engine(Scanner, abc.ABC):
         the generic inference (a trivy image reference, a path)."""
         return None
 
+    def options_type(self) -> type[msgspec.Struct]:
+        """The Struct ``options`` are checked against (and documented from)."""
+        return options_struct(self.name, tuple(self.options))
+
     def option_schema(self) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": False,
-                "properties": {o.name: o.json_schema() for o in self.options}}
+        """The JSON Schema of ``options`` (``GET /engines``; OpenAPI refers to the same type)."""
+        struct = self.options_type()
+        _, components = schema.json_schemas([struct], ref_template="#/$defs/{name}")
+        found: dict[str, Any] = components[struct.__name__]
+        return found
 
     # -- running ------------------------------------------------------------------------------
     def run(self, spec: ScanSpec, control: RunControl) -> RunResult:

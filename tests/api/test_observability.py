@@ -112,7 +112,7 @@ async def test_one_access_line_per_request_with_route_template_key_prefix_and_re
         await client.get("/api/v1/scans", headers={"X-API-Key": "nope"})
     lines = [r for r in caplog.records if r.name == "cix.access"]
     assert len(lines) == 2
-    first, second = (r.cix for r in lines)  # type: ignore[attr-defined]
+    first, second = (r.cix for r in lines)
     assert first["route"] == "/api/v1/scans/{scan_id}" and first["status"] == 200 and first["method"] == "GET"
     assert first["keyId"] == key_id[:12] and first["requestId"] == "req-42" and first["durationMs"] >= 0
     assert scan_id not in lines[0].getMessage()
