@@ -59,7 +59,7 @@ def error_of(text: str, type_: Any, data: Any, root: str, prefix: str, explain: 
     match = _AT.match(text)
     assert match is not None  # the pattern matches any text
     message, path = match["message"], match["path"] or ""
-    steps: list[str | int] = [name if name is not None else (int(index) if index.isdigit() else index)
+    steps: list[str | int] = [name or (int(index) if index.isdigit() else index)
                               for name, index in _STEP.findall(path)]
     info = _walk(mi.type_info(type_), steps)
     for pattern, kind in ((_MISSING, "missing"), (_UNKNOWN, "unknown")):
@@ -161,7 +161,7 @@ def _constraint_message(info: mi.Type) -> str:
 
 
 def json_schemas(types: list[Any], ref_template: str = "#/components/schemas/{name}"
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
     """JSON Schema (2020-12) of each type, plus the shared component schemas they refer to."""
     return msgspec.json.schema_components(types, ref_template=ref_template)
 
