@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -35,6 +36,16 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def openapi_json(request: Request) -> Response:
+    """The OpenAPI 3.1 document; no key needed (a client generator or a fuzzer starts here)."""
+    state = request.app.state
+    if getattr(state, "openapi", None) is None:
+        from appliance.openapi import document  # built on first use: only clients that ask pay for it
+
+        state.openapi = json.dumps(document(state.services.engines), separators=(",", ":")).encode()
+    return Response(state.openapi, media_type="application/json")
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     request.scope[ERROR_CODE] = exc.code
@@ -60,7 +71,8 @@ def create_app(config: Config) -> Starlette:
         finally:
             await services.stop()
 
-    api_routes = [*keys.routes, *scans.routes, *results.routes, *engines.routes,
+    api_routes = [Route("/openapi.json", openapi_json, methods=["GET"]), *keys.routes, *scans.routes,
+                  *results.routes, *engines.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes]
     observers: list[Observer] = []
     if config["logging.access_log"]:
