@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Build the single-file binary dist/cix-appliance with PyInstaller (packaging/cix-appliance.spec).
+#   build.sh engines    instead installs the scanners the appliance drives (see docs/install.md):
+#                       web scanners (nikto, sqlmap, wapiti: scripts/install-engines.sh) and data engines
+#                       (trivy, nuclei, theHarvester, Sublist3r: scripts/install-engines-data.sh)
 #   PYTHON              interpreter with the project and PyInstaller installed (default: .venv/bin/python)
 #   CIX_RUNTIME_TMPDIR  optional absolute path baked into the binary as its extraction directory;
 #                       unset, the binary extracts to $TMPDIR (else /tmp) at run time. See packaging/README.md.
@@ -7,6 +10,13 @@
 # deploy to (Debian 12, glibc 2.36).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+if [ "${1:-}" = engines ]; then
+    shift
+    bash scripts/install-engines.sh "$@"
+    bash scripts/install-engines-data.sh
+    exit 0
+fi
 
 PYTHON=${PYTHON:-.venv/bin/python}
 if [ ! -x "$PYTHON" ] && ! command -v "$PYTHON" >/dev/null 2>&1; then

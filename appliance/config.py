@@ -93,6 +93,14 @@ def _targets(values: list[Any]) -> str | None:
     return None
 
 
+def _ip(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    return None
+
+
 def _schedule(values: list[Any]) -> str | None:
     if not 1 <= len(values) <= 20:
         return "must list 1 to 20 delays"
@@ -144,6 +152,8 @@ KEYS: dict[str, Key] = {
     "engines.concurrency": Key("table", {"nmap": 2}, "Per-engine cap on simultaneous scans.", _int_table),
     "engines.paths": Key("table", {}, "Per-engine executable path; default: looked up on PATH.",
                          _str_table),
+    "engines.resolver": Key("str", "127.0.0.1", "DNS server the OSINT engines' brute force asks (an IP).",
+                            _ip),
     "scans.kill_grace_seconds": Key("float", 3.0, "SIGTERM to SIGKILL grace on cancel and timeout.",
                                     _range(0.1, 60)),
     "scans.output_cap_bytes": Key("int", 1048576, "stdout/stderr kept per scan.", _range(1024, 1 << 30)),
@@ -219,6 +229,15 @@ class Config:
     @property
     def scans_dir(self) -> Path:
         return self.data_dir / "scans"
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The ``engines.*`` keys, for the adapters (which never see the config object)."""
+        return {name: value for name, value in self._values.items() if name.startswith("engines.")}
+
+    @property
+    def engine_data_dir(self) -> Path:
+        """Offline data bundles (``engines import``), one folder per scan type."""
+        return self.data_dir / "engine-data"
 
 
 def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:

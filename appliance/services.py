@@ -44,7 +44,7 @@ def engine_caps(config: Config, engines: dict[str, Any]) -> dict[str, int]:
     caps = config["engines.concurrency"]
     workers = config["queue.workers"]
     return {name: caps.get(name, workers) for name, engine in engines.items()
-            if isinstance(engine, Engine) and engine.probe().available}
+            if isinstance(engine, Engine) and engine.runnable()}
 
 
 class Services:
@@ -58,7 +58,8 @@ class Services:
         self.calls = CallLog()
         self.auth = Authenticator(self.reader, self.limiter, config["server.trusted_proxies"],
                                   config["ratelimit.failed_auth_per_minute"])
-        self.engines = build_registry(config["engines.paths"], config.data_dir / "engine-data")
+        self.engines = build_registry(config["engines.paths"], config.engine_data_dir,
+                                      config.engine_settings())
         self.dispatcher = Dispatcher(self.policy, self.engines, self.zones)
         self.queue = ScanQueue(make_backend(config), self._run_job)
         self.intake = Intake(self.reader, self.writer, self.dispatcher, self.queue.enqueue, IntakeSettings(

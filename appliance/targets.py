@@ -1,8 +1,10 @@
 """Scan targets: parsing per ``targetType`` and authorization against allow/deny lists.
 
-Every tenant has an allowlist (CIDRs and domain suffixes); an empty one allows nothing. The
-config's global denylist always wins. A hostname is checked by name on submit and again by the
-worker against the addresses it resolves to, so that DNS cannot smuggle a denied address in.
+Every tenant has an allowlist (CIDRs, domain suffixes, and for trivy's artifacts ``path:`` directories
+and ``registry:`` image registries); an empty one allows nothing. The config's global denylist always
+wins. A hostname is checked by name on submit and again by the worker against the addresses it
+resolves to, so that DNS cannot smuggle a denied address in. Artifact kinds live in
+:mod:`appliance.target_artifacts`.
 
 IPv6 addresses that embed an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``)
 reach that IPv4 host, so every check sees them as the IPv4 address: otherwise an allowlist covering
@@ -18,6 +20,9 @@ from dataclasses import dataclass
 from typing import Union
 from urllib.parse import urlsplit
 
+from appliance import target_artifacts
+
+# The network kinds; the API accepts the union of the engines' ``target_types`` (engines.registry).
 TARGET_TYPES = ("host", "url", "domain", "ip", "network")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # Largest network one scan may cover: a /16 is 65k addresses, already hours of nmap.
@@ -63,6 +68,8 @@ class Target:
     type: str
     host: str | None = None  # hostname part, when the target names one
     network: Network | None = None  # address or network part, when literal
+    path: str | None = None  # a file or directory on this machine (trivy filesystem, repository, tarball)
+    registry: str | None = None  # the registry an image reference pulls from
 
 
 def is_hostname(text: str) -> bool:
@@ -91,6 +98,8 @@ def parse_target(text: object, target_type: str | None) -> Target:
     if text.startswith("-"):
         raise TargetError("target must not start with '-'")
     kind = target_type or _infer(text)
+    if kind in target_artifacts.ARTIFACT_TYPES:
+        return target_artifacts.parse_artifact(text, kind)
     if kind == "url":
         return _parse_url(text)
     if kind in ("ip", "host", "network"):
@@ -151,14 +160,20 @@ class PolicyEntry:
     text: str
     network: Network | None = None
     suffix: str | None = None  # a domain; matches itself and every subdomain
+    path: str | None = None  # ``path:/dir``: the directory and everything below it
+    registry: str | None = None  # ``registry:host[:port]``: images from that registry
 
     def matches_name(self, name: str) -> bool:
         return self.suffix is not None and (name == self.suffix or name.endswith("." + self.suffix))
 
 
 def parse_policy_entry(text: str) -> PolicyEntry:
-    """An allow/deny entry: an IP, a CIDR, or a domain suffix (``example.com``, ``*.example.com``)."""
+    """An allow/deny entry: an IP, a CIDR, a domain suffix (``example.com``, ``*.example.com``), a
+    directory (``path:/srv/builds``) or an image registry (``registry:registry.example.com``)."""
     raw = text.strip()
+    artifact = target_artifacts.parse_entry(raw)
+    if artifact is not None:
+        return artifact
     try:
         net = as_ipv4(ipaddress.ip_network(raw, strict=False))
         return PolicyEntry(str(net), network=net)
@@ -166,7 +181,7 @@ def parse_policy_entry(text: str) -> PolicyEntry:
         pass
     name = raw.removeprefix("*.").removeprefix(".").rstrip(".").lower()
     if not is_hostname(name):
-        raise ValueError(f"{text!r} is neither an IP, a CIDR nor a domain suffix")
+        raise ValueError(f"{text!r} is neither an IP, a CIDR, a domain suffix, path:/dir nor registry:host")
     return PolicyEntry(name, suffix=name)
 
 
@@ -209,7 +224,10 @@ class Policy:
 
     def vet(self, target: Target, resolve: bool = True) -> tuple[str | None, tuple[Address, ...]]:
         """``(reason it may not be scanned or None, the addresses checked)``. For a hostname the
-        addresses are what it resolved to now: the scanner is given these, not a later lookup."""
+        addresses are what it resolved to now: the scanner is given these, not a later lookup.
+        ``resolve=False`` for engines that never connect to the target (OSINT on a domain)."""
+        if target.type in target_artifacts.ARTIFACT_TYPES:
+            return target_artifacts.vet_artifact(target, self.allow, self.deny), ()
         if target.network is not None:
             if self._net_denied(target.network):
                 return f"{_shown(target.network)} is on the appliance's denylist", ()

@@ -273,6 +273,8 @@ class Scanner:
     connects_to_target: ClassVar[bool] = True
     options: ClassVar[tuple[Option, ...]] = ()
     default_timeout: ClassVar[int] = 3600
+    # Appended to "<binary> not found on PATH": how to get the scanner (shown by ``GET /engines``).
+    install_hint: ClassVar[str | None] = None
 
     def __init__(self, name: str, title: str, binary: str, executable: str | None = None,
                  data_dir: Path | None = None) -> None:
@@ -300,7 +302,8 @@ class Scanner:
             missing: list[str] = []
             version = None
             if path is None:
-                missing.append(f"{self.binary} not found on PATH")
+                missing.append(f"{self.binary} not found on PATH"
+                               + (f"; {self.install_hint}" if self.install_hint else ""))
             else:
                 version = self._read_version(path)
                 if version is None:
@@ -313,6 +316,12 @@ class Scanner:
         if data_missing:
             return Availability(found.installed, found.version, found.path, found.missing + data_missing)
         return found
+
+    def runnable(self) -> bool:
+        """Installed and adapted, whatever its offline data: a worker consumes its queue, so that data
+        imported while the appliance runs is used at once (scans lacking it are refused at submit)."""
+        self.probe()
+        return self._availability is not None and self._availability.available
 
     def _read_version(self, path: str) -> str | None:
         try:
@@ -340,6 +349,11 @@ class Engine(Scanner, abc.ABC):
         self._executable = executable
         self.data_dir = data_dir
         self._availability = None
+        self.settings: dict[str, Any] = {}
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """The appliance's ``engines.*`` settings (e.g. ``engines.resolver``), given once at start."""
+        self.settings = dict(settings)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, raw: Any) -> dict[str, Any]:
@@ -350,6 +364,18 @@ class Engine(Scanner, abc.ABC):
 
     def check(self, options: dict[str, Any]) -> None:
         """Cross-option and environment rules (privileges, exclusive options)."""
+
+    def required_data(self, options: dict[str, Any]) -> list[str]:
+        """Names of the offline data items (:meth:`data_status`) a scan with these options reads.
+        Default: the items marked required. Engines whose data depends on the options (trivy's
+        vulnerability DB only for ``vuln``) override it."""
+        return [d.name for d in self.data_status() if d.required]
+
+    def missing_data(self, options: dict[str, Any]) -> list[str]:
+        """``"<name>: <why>"`` for each item :meth:`required_data` names that is not usable: the
+        scan must not start (503 ``ENGINE_UNAVAILABLE``)."""
+        needed = set(self.required_data(options))
+        return [f"{d.name}: {d.missing}" for d in self.data_status() if d.name in needed and d.missing]
 
     def infer_target_type(self, target: str) -> str | None:
         """The ``targetType`` of a target submitted without one, when the engine knows better than

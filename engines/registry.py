@@ -11,6 +11,7 @@ import inspect
 import pkgutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from engines.base import Engine, Scanner
 
@@ -48,10 +49,11 @@ def engine_classes() -> dict[str, type[Engine]]:
     return found
 
 
-def build_registry(executables: Mapping[str, str] | None = None,
-                   data_root: Path | None = None) -> dict[str, Scanner]:
+def build_registry(executables: Mapping[str, str] | None = None, data_root: Path | None = None,
+                   settings: Mapping[str, Any] | None = None) -> dict[str, Scanner]:
     """One object per scan type. ``executables`` maps scan types to configured binary paths;
-    ``data_root`` holds each engine's imported offline data in a folder named after it."""
+    ``data_root`` holds each engine's imported offline data in a folder named after it; ``settings``
+    are the ``engines.*`` config keys, handed to each adapter's :meth:`Engine.configure`."""
     paths = dict(executables or {})
     classes = engine_classes()
     registry: dict[str, Scanner] = {}
@@ -59,7 +61,9 @@ def build_registry(executables: Mapping[str, str] | None = None,
         data_dir = data_root / scan_type if data_root is not None else None
         cls = classes.get(scan_type)
         if cls is not None:
-            registry[scan_type] = cls(paths.get(scan_type), data_dir)
+            engine = cls(paths.get(scan_type), data_dir)
+            engine.configure(settings or {})
+            registry[scan_type] = engine
         else:
             title, binary = CONTRACT[scan_type]
             registry[scan_type] = Scanner(scan_type, title, binary, paths.get(scan_type), data_dir)

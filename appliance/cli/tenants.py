@@ -98,8 +98,9 @@ def _policy_command(kind: str, remove: bool, doc: str) -> Callable[..., None]:
     return command
 
 
-targets.command("allow")(_policy_command("allow", False, """Allow a tenant to scan ENTRIES: IPs, CIDRs or
-    domain suffixes (example.com also allows its subdomains).
+targets.command("allow")(_policy_command("allow", False, """Allow a tenant to scan ENTRIES: IPs, CIDRs,
+    domain suffixes (example.com also allows its subdomains), and for trivy path:/DIR (a directory and
+    everything below it, symlinks resolved) and registry:HOST[:PORT] (images from that registry).
 
     Entries wider than a /8 (IPv6: /32) need --force; entries the global denylist (targets.denylist)
     overlaps are added with a warning, since those addresses stay denied.
@@ -107,6 +108,7 @@ targets.command("allow")(_policy_command("allow", False, """Allow a tenant to sc
     \b
     Example:
       cix-appliance targets allow --tenant default 10.20.0.0/16 staging.corp.internal
+      cix-appliance targets allow --tenant ci path:/srv/builds registry:registry.corp.internal
     """))
 targets.command("deny")(_policy_command("deny", False, """Forbid a tenant ENTRIES even inside its allowlist.
 

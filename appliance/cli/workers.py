@@ -2,6 +2,7 @@
 host: the worker process itself)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -121,12 +122,14 @@ def _default_work_dir() -> Path:
               show_default="/var/lib/cix-appliance-worker", help="Scan work dirs and engine data.")
 @click.option("--engine-path", "engine_paths", multiple=True, metavar="TYPE=PATH",
               help="Executable of an engine, when not on PATH (repeatable).")
+@click.option("--resolver", default="127.0.0.1", show_default=True, metavar="IP",
+              help="DNS server the OSINT engines' brute force asks (engines.resolver).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines as text or JSON objects (journald, SIEM).")
 def worker(appliance: str, token: str, queue_url: str, ca_file: Path | None, concurrency: int, work_dir: Path,
-           engine_paths: tuple[str, ...], log_level: str, log_format: str) -> None:
+           engine_paths: tuple[str, ...], resolver: str, log_level: str, log_format: str) -> None:
     """Run a remote scan worker (a sensor inside a network segment).
 
     It needs no data dir and no database: only the appliance's Redis queue and its HTTPS API.
@@ -142,6 +145,10 @@ def worker(appliance: str, token: str, queue_url: str, ca_file: Path | None, con
     logs.configure(log_level, log_format)
     if not queue_url.startswith(("redis://", "rediss://")):
         raise click.BadParameter("must start with redis:// or rediss://", param_hint="--queue-url")
+    try:
+        ipaddress.ip_address(resolver)
+    except ValueError:
+        raise click.BadParameter(f"{resolver!r} is not an IP address", param_hint="--resolver") from None
     paths = {}
     for item in engine_paths:
         name, sep, path = item.partition("=")
@@ -149,6 +156,7 @@ def worker(appliance: str, token: str, queue_url: str, ca_file: Path | None, con
             raise click.BadParameter(f"{item!r} is not TYPE=PATH", param_hint="--engine-path")
         paths[name] = path
     try:
-        run_worker(WorkerOptions(appliance, token, queue_url, ca_file, concurrency, work_dir, paths))
+        run_worker(WorkerOptions(appliance, token, queue_url, ca_file, concurrency, work_dir, paths,
+                                 engine_settings={"engines.resolver": resolver}))
     except WorkerError as exc:
         raise click.ClickException(str(exc)) from None

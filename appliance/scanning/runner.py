@@ -56,10 +56,14 @@ def start_process(argv: list[str], workdir: Path, env: Mapping[str, str] | None 
 def _drain(stream: IO[bytes], path: Path, cap: int) -> None:
     """Copy ``stream`` to ``path`` up to ``cap`` bytes, then keep reading so the child never blocks."""
     kept = 0
+    # read1 and flush: engines read progress (and tests read markers) from the log while the scanner
+    # runs; read() would wait for 64 KiB or the end, and the file buffer would hold what came.
+    read = getattr(stream, "read1", stream.read)
     with stream, open(path, "wb") as out:
-        for chunk in iter(lambda: stream.read(65536), b""):
+        for chunk in iter(lambda: read(65536), b""):
             if kept < cap:
                 out.write(chunk[: cap - kept])
+                out.flush()
                 kept += len(chunk)
         if kept > cap:
             out.write(b"\n[output truncated]\n")

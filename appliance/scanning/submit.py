@@ -14,6 +14,7 @@ from appliance import clock
 from appliance.apikeys import KeyGrant
 from appliance.bodies import CONFIG_KEYS as CONFIG_KEYS  # re-exported: the documented config keys
 from appliance.bodies import SCAN_FIELDS, ScanConfig, given, parse, scan_shape
+from appliance.engine_data import require_engine_data
 from appliance.errors import ApiError, ValidationError
 from appliance.targets import TARGET_TYPES, Target, TargetError, parse_target
 from engines.base import Engine, OptionError, Scanner
@@ -56,6 +57,7 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
         options = engine.validate(body.get("options") or {})
     except OptionError as exc:
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
+    require_engine_data(engine, options)
     config = engine_config(body.get("config") or {})
     priority: str = body.get("priority", "normal")
     if grant.allowed_priorities is not None and priority not in grant.allowed_priorities:

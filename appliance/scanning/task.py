@@ -83,8 +83,10 @@ class ScanTask:
         job = claim.job
         engine = self._engines.get(job.scan_type)
         found = engine.probe() if engine is not None else None
-        if not isinstance(engine, Engine) or found is None or not found.available:
-            missing = "; ".join(found.missing) if found else "unknown engine"
+        # Offline data this scan reads may have been removed since submit (engines.base.missing_data).
+        lacking = engine.missing_data(job.options) if isinstance(engine, Engine) else []
+        if not isinstance(engine, Engine) or found is None or not found.available or lacking:
+            missing = "; ".join([*found.missing, *lacking]) if found else "unknown engine"
             self._reporter.finish(claim, "failed", "ENGINE_UNAVAILABLE", f"{job.scan_type}: {missing}")
             return "failed"
         shutil.rmtree(workdir, ignore_errors=True)

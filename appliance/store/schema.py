@@ -267,4 +267,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, created_at);
     """,
+    # 6: theHarvester's scan type is `harvester` (the contract's name), never `theharvester`
+    """
+    UPDATE scans SET scan_type = 'harvester' WHERE scan_type = 'theharvester';
+    UPDATE api_keys SET allowed_scan_types = (
+        SELECT json_group_array(name) FROM (
+            SELECT CASE WHEN value = 'theharvester' THEN 'harvester' ELSE value END AS name, MIN(key) AS first
+            FROM json_each(api_keys.allowed_scan_types) GROUP BY name ORDER BY first))
+    WHERE allowed_scan_types IS NOT NULL
+      AND EXISTS (SELECT 1 FROM json_each(api_keys.allowed_scan_types) WHERE value = 'theharvester');
+    """,
 ]

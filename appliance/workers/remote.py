@@ -11,7 +11,7 @@ import logging
 import signal
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class WorkerOptions:
     work_dir: Path
     engine_paths: dict[str, str]
     kill_grace: float = 3.0
+    engine_settings: dict[str, Any] = field(default_factory=dict)  # the engines.* config keys
 
 
 def _client(options: WorkerOptions) -> httpx.Client:
@@ -92,9 +93,9 @@ def run_worker(options: WorkerOptions, stopping: threading.Event | None = None) 
     options.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scans_dir = options.work_dir / "scans"
     scans_dir.mkdir(exist_ok=True, mode=0o700)
-    engines = build_registry(options.engine_paths, options.work_dir / "engine-data")
+    engines = build_registry(options.engine_paths, options.work_dir / "engine-data", options.engine_settings)
     caps = {name: options.concurrency for name, engine in engines.items()
-            if isinstance(engine, Engine) and engine.probe().available}
+            if isinstance(engine, Engine) and engine.runnable()}
     with _client(options) as client:
         me = hello(client, sorted(caps), 0)
         zones = list(me["zones"]) or [""]

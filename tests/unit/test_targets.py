@@ -54,5 +54,8 @@ def test_localhost_resolves_against_cidrs():
 def test_policy_entries():
     assert parse_policy_entry("*.Example.com").suffix == "example.com"
     assert str(parse_policy_entry("192.0.2.3/8").network) == "192.0.0.0/8"
-    with pytest.raises(ValueError):
-        parse_policy_entry("path:/etc")
+    assert parse_policy_entry("path:/srv/builds/").path == "/srv/builds"
+    assert parse_policy_entry("registry:Registry.Example.com:5000").registry == "registry.example.com:5000"
+    for bad in ("path:etc", "path:/srv/../etc", "path:/srv//x", "registry:http://x", "files:/srv", "a b"):
+        with pytest.raises(ValueError):
+            parse_policy_entry(bad)
