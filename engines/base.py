@@ -79,6 +79,9 @@ def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
         raise OptionError(where, "must not be a path")
 
 
+_STRUCTS: dict[type, tuple[tuple[Option, ...], type[msgspec.Struct]]] = {}  # engine class -> its options Struct
+
+
 @functools.lru_cache(maxsize=256)
 def options_struct(engine: str, options: tuple[Option, ...]) -> type[msgspec.Struct]:
     return schema.options_type(engine, options)
@@ -86,10 +89,8 @@ def options_struct(engine: str, options: tuple[Option, ...]) -> type[msgspec.Str
 
 def _explain(options: tuple[Option, ...]) -> schema.Explainer:
     """Why a string option failed its pattern: the generic rule's own words, when it was that."""
-    by_field = {f"options.{o.name}": o for o in options}
-
     def explain(field: str, value: Any) -> str | None:
-        option = by_field.get(field)
+        option = next((o for o in options if f"options.{o.name}" == field), None)
         if option is None or option.kind != "string" or not isinstance(value, str) or not option.generic_check:
             return None
         try:
@@ -100,17 +101,18 @@ def _explain(options: tuple[Option, ...]) -> schema.Explainer:
     return explain
 
 
-def validate_options(schema_: Sequence[Option], raw: Any, engine: str = "engine") -> dict[str, Any]:
-    """Check ``raw`` against the options Struct: unknown names are rejected, never passed through;
-    ``null`` means not given. Then each option's ``normalize``."""
+def validate_options(schema_: Sequence[Option], raw: Any, engine: str = "engine",
+                     struct: type[msgspec.Struct] | None = None) -> dict[str, Any]:
+    """Check ``raw`` against the options Struct (``struct``, else made from ``schema_``): unknown names
+    are rejected, never passed through; ``null`` means not given. Then each option's ``normalize``."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise OptionError("options", "must be an object")
     options = tuple(schema_)
     try:
-        value = schema.convert(dict(raw), options_struct(engine, options), root="options", prefix="options.",
-                               explain=_explain(options))
+        value = schema.convert(dict(raw), struct or options_struct(engine, options), root="options",
+                               prefix="options.", explain=_explain(options))
     except schema.SchemaError as exc:
         raise OptionError(exc.field, "unknown option" if exc.kind == "unknown" else exc.message) from None
     clean = schema.given(value)
@@ -358,7 +360,7 @@ class Engine(Scanner, abc.ABC):
     # -- validation ---------------------------------------------------------------------------
     def validate(self, raw: Any) -> dict[str, Any]:
         """Schema check, then the engine's cross-option rules; raises :class:`OptionError`."""
-        clean = validate_options(self.options, raw, self.name)
+        clean = validate_options(self.options, raw, self.name, self.options_type())
         self.check(clean)
         return clean
 
@@ -383,8 +385,12 @@ class Engine(Scanner, abc.ABC):
         return None
 
     def options_type(self) -> type[msgspec.Struct]:
-        """The Struct ``options`` are checked against (and documented from)."""
-        return options_struct(self.name, tuple(self.options))
+        """The Struct ``options`` are checked against (and documented from), made once per class."""
+        cls = type(self)
+        struct = _STRUCTS.get(cls)
+        if struct is None or struct[0] is not cls.options:
+            struct = _STRUCTS[cls] = (cls.options, options_struct(self.name, tuple(self.options)))
+        return struct[1]
 
     def option_schema(self) -> dict[str, Any]:
         """The JSON Schema of ``options`` (``GET /engines``; OpenAPI refers to the same type)."""

@@ -5,10 +5,11 @@ availability, target, options, then target authorization (which may resolve a na
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 from appliance import clock
 from appliance.apikeys import KeyGrant
@@ -21,6 +22,7 @@ from engines.base import Engine, OptionError, Scanner
 from engines.registry import target_types
 
 FIELDS = SCAN_FIELDS
+_ENCODE = msgspec.json.Encoder().encode
 
 
 def all_target_types(engines: Mapping[str, Scanner]) -> tuple[str, ...]:
@@ -71,13 +73,17 @@ def parse_scan(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner],
         "id": clock.new_id(), "tenant_id": grant.tenant_id, "api_key_id": grant.id, "scan_type": scan_type,
         "name": body.get("name"), "target": target.value, "target_type": target.type,
         "status": "queued", "priority": priority,
-        "options": json.dumps(options), "config": json.dumps(config),
-        "tags": json.dumps(list(dict.fromkeys(body.get("tags", [])))),
+        "options": _json(options), "config": _json(config),
+        "tags": _json(list(dict.fromkeys(body.get("tags", [])))),
         "timeout": timeout, "asset_id": body.get("assetId"),
         "callback_url": _callback_url(body.get("callbackUrl")),
         "created_at": now, "queued_at": now,
     }
     return row, target
+
+
+def _json(value: Any) -> str:
+    return _ENCODE(value).decode()
 
 
 def engine_config(raw: dict[str, Any]) -> dict[str, int]:
@@ -89,6 +95,6 @@ def _callback_url(url: str | None) -> str | None:
     if url is None:
         return None
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
+    if parts.scheme != "https" or not parts.hostname:  # no whitespace: the body's schema saw to that
         raise ValidationError("callbackUrl", "must be an https:// URL")
     return url
