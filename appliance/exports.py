@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,6 +28,8 @@ CSV_COLUMNS = ("id", "scanId", "engine", "ruleId", "title", "severity", "confide
                "remediation", "references", "fingerprint")
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_FIRST = frozenset(_FORMULA_START)
+_DIRECT_COLUMNS = tuple(c for c in CSV_COLUMNS if c not in ("cvssScore", "cvssVector"))
 _LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note", "info": "note"}
 # GitHub ranks alerts by ``security-severity``: 9.0+ critical, 7.0+ high, 4.0+ medium, above 0 low.
 _SECURITY_SEVERITY = {"critical": 9.5, "high": 8.0, "medium": 5.5, "low": 2.0, "info": 0.0}
@@ -67,9 +69,10 @@ def iter_bodies(reader: Reader, where: str, params: Sequence[Any], chunk: int = 
 
 
 def export_chunks(fmt: str, reader: Reader, where: str, params: Sequence[Any], scan_type: str,
-                  versions: Mapping[str, str | None] | None = None) -> Iterator[bytes]:
+                  version_of: Callable[[str], str | None] | None = None) -> Iterator[bytes]:
     """The exported bytes of the findings matching ``where`` (a ``findings`` filter), chunk by chunk.
-    ``versions`` maps engine names to the scanner version shown in SARIF's ``tool.driver``."""
+    ``version_of(engine)`` gives the scanner version shown in SARIF's ``tool.driver``; it is asked
+    only for the engines the export holds, from the thread that iterates."""
     if fmt == "jsonl":
         for bodies in iter_bodies(reader, where, params):
             yield ("\n".join(bodies) + "\n").encode()
@@ -78,7 +81,7 @@ def export_chunks(fmt: str, reader: Reader, where: str, params: Sequence[Any], s
         for bodies in iter_bodies(reader, where, params):
             yield _csv_rows([csv_row(_decode(b)) for b in bodies])
     elif fmt == "sarif":
-        yield from _sarif(reader, where, params, scan_type, versions or {})
+        yield from _sarif(reader, where, params, scan_type, version_of or (lambda _engine: None))
     else:
         raise ValueError(f"unknown export format {fmt!r}")
 
@@ -103,16 +106,15 @@ def safe_cell(value: Any) -> str:
     """A cell a spreadsheet shows as text: lists joined, formulas defused with a leading ``'``."""
     if value is None:
         return ""
-    if isinstance(value, list):
-        value = " ".join(str(v) for v in value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    text: str = value if type(value) is str else " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return "'" + text if text[:1] in _FORMULA_FIRST else text
 
 
 def csv_row(finding: Mapping[str, Any]) -> list[str]:
     cvss = finding.get("cvss") or {}
-    values = {**finding, "cvssScore": cvss.get("score"), "cvssVector": cvss.get("vector")}
-    return [safe_cell(values.get(column)) for column in CSV_COLUMNS]
+    row = {c: safe_cell(finding.get(c)) for c in _DIRECT_COLUMNS}
+    row["cvssScore"], row["cvssVector"] = safe_cell(cvss.get("score")), safe_cell(cvss.get("vector"))
+    return [row[c] for c in CSV_COLUMNS]
 
 
 def _csv_rows(rows: list[Sequence[str]]) -> bytes:
@@ -203,12 +205,12 @@ def sarif_result(finding: Mapping[str, Any], rule_index: int) -> dict[str, Any]:
         "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(finding)},
                                             "region": {"startLine": 1}}}],
         "partialFingerprints": {FINGERPRINT_KEY: str(finding.get("fingerprint"))},
-        "properties": {k: finding[k] for k in _RESULT_PROPERTIES if finding.get(k) not in (None, [], "")},
+        "properties": {k: v for k in _RESULT_PROPERTIES if (v := finding.get(k)) or v == 0},  # not null or empty
     }
 
 
 def _sarif(reader: Reader, where: str, params: Sequence[Any], scan_type: str,
-           versions: Mapping[str, str | None]) -> Iterator[bytes]:
+           version_of: Callable[[str], str | None]) -> Iterator[bytes]:
     """One run per engine: results stream first, then the run's ``tool`` with the rules they used
     (JSON members are unordered, and rules are known only once every result was seen)."""
     engines = [r[0] for r in reader.all(f"SELECT DISTINCT json_extract(body, '$.engine') FROM findings WHERE {where}"
@@ -228,7 +230,7 @@ def _sarif(reader: Reader, where: str, params: Sequence[Any], scan_type: str,
             yield (b"" if first else b",") + b",".join(parts)
             first = False
         driver: dict[str, Any] = {"name": engine, "rules": rules.rules}
-        version = versions.get(engine)
+        version = version_of(engine)
         if version:
             driver["version"] = version
         yield b'],"tool":' + _encode({"driver": driver}) + b',"columnKind":"utf16CodeUnits"}'

@@ -17,7 +17,7 @@ def finding(rule: str, severity: str = "info", port: int | None = 80, **extra: A
 
 
 def scan_ops(tenant_id: str, findings: list[Finding], scan_type: str = "nmap", status: str = "completed",
-             engine: str | None = None, scan_id: str | None = None) -> tuple[str, list[Op]]:
+             engine: str | None = None, scan_id: str | None = None, first_seq: int = 0) -> tuple[str, list[Op]]:
     scan_id = scan_id or clock.new_id()
     now = clock.now()
     insert = lifecycle.submit({
@@ -25,7 +25,7 @@ def scan_ops(tenant_id: str, findings: list[Finding], scan_type: str = "nmap", s
         "status": status, "priority": "normal", "timeout": 60, "created_at": now, "queued_at": now,
         "started_at": now - 2, "completed_at": now if status in lifecycle.TERMINAL else None})
     rows = []
-    for seq, f in enumerate(findings):
+    for seq, f in enumerate(findings, first_seq):
         finding_id = clock.new_id()
         body = model.finding_json(f, scan_id, engine or scan_type, finding_id)
         rows.append((finding_id, scan_id, seq, model.SEVERITY_RANK[f.severity], f.severity, body["fingerprint"],

@@ -2,7 +2,6 @@
 scans by fingerprint (``GET /scans/:id/diff?against=:otherId``)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import uuid
@@ -29,12 +28,13 @@ async def export_response(services: Services, scan: sqlite3.Row, fmt: str, where
                           ) -> StreamingResponse:
     """The whole (filtered) result set as a file, streamed: no envelope, no pagination."""
     fmt_info = exports.FORMATS[fmt]
-    versions: dict[str, str | None] = {}
-    if fmt == "sarif":
-        # The first probe runs the scanner's --version: off the event loop.
-        versions = await asyncio.to_thread(
-            lambda: {name: s.probe().version for name, s in services.engines.items() if s.probe().installed})
-    chunks = exports.export_chunks(fmt, services.reader, where, params, scan["scan_type"], versions)
+
+    def version_of(engine: str) -> str | None:
+        # A first probe runs the scanner's --version: on the streaming thread, never the event loop.
+        scanner = services.engines.get(engine)
+        return scanner.probe().version if scanner is not None else None
+
+    chunks = exports.export_chunks(fmt, services.reader, where, params, scan["scan_type"], version_of)
     filename = f"scan-{scan['id']}.{fmt_info.extension}"
     return StreamingResponse(chunks, media_type=fmt_info.media_type,
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
