@@ -30,6 +30,7 @@ from appliance.targets import Policy
 from appliance.usage import CallLog
 from appliance.webhooks.service import EventServices
 from engines import Engine, build_registry
+from engines.registry import probe_all
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def engine_caps(config: Config, engines: dict[str, Any]) -> dict[str, int]:
     """The engines this host can run, each with its simultaneous-scan cap."""
     caps = config["engines.concurrency"]
     workers = config["queue.workers"]
+    probe_all(engines)
     return {name: caps.get(name, workers) for name, engine in engines.items()
             if isinstance(engine, Engine) and engine.runnable()}
 

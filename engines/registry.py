@@ -10,6 +10,7 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,10 @@ def build_registry(executables: Mapping[str, str] | None = None, data_root: Path
 def target_types(registry: Mapping[str, Scanner]) -> tuple[str, ...]:
     """Every ``targetType`` some engine accepts."""
     return tuple(sorted({kind for scanner in registry.values() for kind in scanner.target_types}))
+
+
+def probe_all(registry: Mapping[str, Scanner]) -> None:
+    """Find every scanner and read its version at once: each probe runs a ``--version`` that may take
+    a second (a Python scanner's start-up), so they run side by side; results are cached by each."""
+    with ThreadPoolExecutor(max_workers=max(1, len(registry))) as pool:
+        list(pool.map(lambda scanner: scanner.probe(), registry.values()))

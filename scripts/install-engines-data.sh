@@ -5,6 +5,7 @@
 #   in its own venv under $CIX_ENGINES, with its console script linked into $CIX_ENGINES/bin.
 # Idempotent and quick when everything is at its pinned version. Called by `build.sh engines`.
 #   CIX_ENGINES   install prefix (default /opt/cix-engines)
+#   CIX_ENGINES_BIN  where the entry points are linked too (default /usr/local/bin: on the appliance's PATH)
 #   CIX_PYTHON312 a Python >= 3.12 for theHarvester (default: the first one found, see find_python312)
 # GOCACHE/GOMODCACHE stay at Go's defaults, so repeated builds on one machine reuse them.
 set -euo pipefail
@@ -80,4 +81,10 @@ if ! venv_has "$PREFIX/sublist3r" sublist3r "$SUBLIST3R_VERSION"; then
 fi
 ln -sfn "$PREFIX/sublist3r/bin/sublist3r" "$PREFIX/bin/sublist3r"
 
-echo "==> data engines in $PREFIX/bin: trivy $TRIVY_VERSION, nuclei $NUCLEI_VERSION, harvester_windows $HARVESTER_VERSION, sublist3r $SUBLIST3R_VERSION"
+# Linked onto PATH like the web scanners, so the appliance finds them without engines.paths.
+BIN_DIR=${CIX_ENGINES_BIN:-/usr/local/bin}
+mkdir -p "$BIN_DIR"
+for entry in trivy nuclei harvester_windows sublist3r; do
+    [ "$(readlink "$BIN_DIR/$entry" 2>/dev/null)" = "$PREFIX/bin/$entry" ] || ln -sfn "$PREFIX/bin/$entry" "$BIN_DIR/$entry"
+done
+echo "==> data engines in $PREFIX/bin (linked into $BIN_DIR): trivy $TRIVY_VERSION, nuclei $NUCLEI_VERSION, harvester_windows $HARVESTER_VERSION, sublist3r $SUBLIST3R_VERSION"

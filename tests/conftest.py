@@ -28,6 +28,13 @@ def run_cli(*args: str) -> str:
     return result.output
 
 
+async def run_cli_async(*args: str) -> str:
+    """``run_cli`` from an async test: off the event loop, so that a server running in-process keeps
+    committing (a CLI write waits for the server's writer, which needs the loop to finish its transaction)."""
+    import asyncio
+    return await asyncio.to_thread(run_cli, *args)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

@@ -14,6 +14,7 @@ from appliance.api.context import authorize
 from appliance.api.envelope import ok
 from engines.base import Engine, Scanner
 from engines.offline_data import age_seconds
+from engines.registry import probe_all
 
 
 def engine_json(scanner: Scanner) -> dict[str, Any]:
@@ -38,7 +39,10 @@ def engine_json(scanner: Scanner) -> dict[str, Any]:
 async def list_engines(request: Request) -> JSONResponse:
     services, _ = authorize(request, "engines:read")
     # The first probe runs each scanner's --version: off the event loop.
-    data = await asyncio.to_thread(lambda: [engine_json(s) for s in services.engines.values()])
+    def describe() -> list[dict[str, Any]]:
+        probe_all(services.engines)
+        return [engine_json(s) for s in services.engines.values()]
+    data = await asyncio.to_thread(describe)
     return ok(data)
 
 

@@ -22,6 +22,7 @@ from appliance.scanning.queue import Backend, ScanQueue
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER, RemoteReporter
 from appliance.scanning.task import ScanTask, TaskSettings
 from engines import Engine, build_registry
+from engines.registry import probe_all
 
 log = logging.getLogger(__name__)
 HELLO_SECONDS = 10.0
@@ -94,6 +95,7 @@ def run_worker(options: WorkerOptions, stopping: threading.Event | None = None) 
     scans_dir = options.work_dir / "scans"
     scans_dir.mkdir(exist_ok=True, mode=0o700)
     engines = build_registry(options.engine_paths, options.work_dir / "engine-data", options.engine_settings)
+    probe_all(engines)
     caps = {name: options.concurrency for name, engine in engines.items()
             if isinstance(engine, Engine) and engine.runnable()}
     with _client(options) as client:

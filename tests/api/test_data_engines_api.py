@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.test_scans import finished
-from tests.conftest import make_key, run_cli, serve_in_process
+from tests.conftest import make_key, run_cli_async, serve_in_process
 from tests.engines.bundles import TEMPLATES
 from tests.engines.live import binary, lab_http
 from tests.engines.test_data_engines_live import GITHUB_PAT, project
@@ -26,7 +26,7 @@ async def test_trivy_scan_through_the_api(tmp_path, data_dir, admin_key):
     if "trivy" not in _paths():
         pytest.skip("trivy is not installed (bash build.sh engines)")
     src = project(tmp_path / "builds" / "app")
-    run_cli("targets", "allow", "--data-dir", str(data_dir), f"path:{tmp_path / 'builds'}")
+    await run_cli_async("targets", "allow", "--data-dir", str(data_dir), f"path:{tmp_path / 'builds'}")
     async with serve_in_process(data_dir, engines__paths=_paths()) as client:
         client.headers["X-API-Key"] = admin_key
         response = await client.post("/api/v1/scans", json={
@@ -51,7 +51,7 @@ async def test_nuclei_scan_through_the_api(data_dir, admin_key):
         client.headers["X-API-Key"] = admin_key
         early = await client.post("/api/v1/scans", json={"scanType": "nuclei", "target": "http://127.0.0.1:9/"})
         assert early.status_code == 503 and "nuclei-templates" in early.json()["error"]
-        run_cli("engines", "import", "--data-dir", str(data_dir), "nuclei-templates", str(TEMPLATES))
+        await run_cli_async("engines", "import", "--data-dir", str(data_dir), "nuclei-templates", str(TEMPLATES))
         engines = (await client.get("/api/v1/engines")).json()["data"]
         nuclei = next(e for e in engines if e["scanType"] == "nuclei")
         assert nuclei["available"] and nuclei["offlineData"][0]["version"] and nuclei["offlineDataAge"] is not None

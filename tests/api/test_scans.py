@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_key, run_cli, serve_in_process
+from tests.conftest import make_key, run_cli_async, serve_in_process
 from tests.helpers import await_for, http_target, live_group_members
 
 pytestmark = pytest.mark.anyio
@@ -93,12 +93,12 @@ async def test_unavailable_engine_is_503(client):
 async def test_target_authorization(client, data_dir, spawned):
     outside = await submit(client, target="192.0.2.10")
     assert outside.status_code == 403 and outside.json()["code"] == "TARGET_NOT_ALLOWED"
-    run_cli("tenants", "create", "empty", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "create", "empty", "--data-dir", str(data_dir))
     empty = make_key(data_dir, "--tenant", "empty", "--name", "e")
     nothing = await client.post(
         "/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1"}, headers={"X-API-Key": empty["key"]})
     assert nothing.status_code == 403 and nothing.json()["code"] == "TARGET_NOT_ALLOWED"
-    run_cli("targets", "deny", "--tenant", "default", "127.0.0.9", "--data-dir", str(data_dir))
+    await run_cli_async("targets", "deny", "--tenant", "default", "127.0.0.9", "--data-dir", str(data_dir))
     await await_for(lambda: client.app.state.services._policies == {}, 2, what="policy cache reset")
     denied = await submit(client, target="127.0.0.9")
     assert denied.status_code == 403 and "denylist" in denied.json()["error"]
@@ -224,7 +224,7 @@ async def test_worker_checks_the_target_again_before_running(data_dir, admin_key
         by_name = (await submit(c, target="localhost", options={"ports": "1"})).json()["data"]
         assert by_name["targetType"] == "host"
         # between submit and run, the operator denies the addresses the name resolves to
-        run_cli("targets", "deny", "--tenant", "default", "127.0.0.1", "::1", "--data-dir", str(data_dir))
+        await run_cli_async("targets", "deny", "--tenant", "default", "127.0.0.1", "::1", "--data-dir", str(data_dir))
         await await_for(lambda: services._policies == {}, 2, what="policy cache reset")
         await c.post(f"/api/v1/scans/{blocker['id']}/cancel")
         done = await finished(c, by_name["id"])

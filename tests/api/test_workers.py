@@ -8,7 +8,7 @@ import pytest
 
 from appliance.scanning.reporter import INTERNAL_PREFIX
 from appliance.store.ops import Op
-from tests.conftest import run_cli, serve_in_process
+from tests.conftest import run_cli, run_cli_async, serve_in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -99,7 +99,7 @@ async def test_tokens_open_only_the_worker_routes_and_revocation_is_immediate(se
     assert (key_here.status_code, key_here.json()["code"]) == (401, "INVALID_API_KEY")
     missing = await c.post(f"{INTERNAL_PREFIX}/hello", json={})
     assert (missing.status_code, missing.json()["code"]) == (401, "MISSING_API_KEY")
-    run_cli("workers", "revoke", "plain", "--data-dir", str(data_dir))
+    await run_cli_async("workers", "revoke", "plain", "--data-dir", str(data_dir))
     revoked = await call(c, plain, "hello", version="x", engines=[], running=0)
     assert (revoked.status_code, revoked.json()["code"]) == (401, "KEY_REVOKED")
 

@@ -16,7 +16,7 @@ from appliance.audit import audit_op
 from appliance.cli import cli
 from appliance.store import apply_sync, connect, migrate
 from appliance.store.schema import MIGRATIONS
-from tests.conftest import make_key, run_cli
+from tests.conftest import make_key, run_cli, run_cli_async
 from tests.events.common import events_app, services
 from tests.events.receiver import Receiver
 
@@ -105,12 +105,12 @@ async def test_server_and_cli_append_to_one_chain_and_tampering_is_found(data_di
 
 
 async def test_audit_api_is_tenant_scoped_paged_and_filtered(data_dir, admin_key):
-    run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "create", "other", "--data-dir", str(data_dir))
     other = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "audit:read")
     async with events_app(data_dir, admin_key, None) as client:
         for n in range(3):
             await client.post("/api/v1/scan-templates", json={"name": f"t{n}", "scanType": "nmap"})
-        run_cli("config", "set", "--data-dir", str(data_dir), "queue.workers", "3")
+        await run_cli_async("config", "set", "--data-dir", str(data_dir), "queue.workers", "3")
         page = (await client.get("/api/v1/audit?limit=2")).json()
         assert page["pagination"]["total"] == 6  # tenant, admin key, auditor key... of this tenant only
         newest = page["data"][0]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli_async
 from tests.events.common import events_app, events_of, expected_signature, new_scan, run_to, scan_body, services
 from tests.events.receiver import Receiver
 from tests.helpers import await_for
@@ -21,16 +21,17 @@ async def test_final_event_reaches_the_callback_signed_with_the_tenant_secret(da
             scan_id = await new_scan(client, callback_url=receiver.url("/cb"))
             await run_to(client, scan_id, "completed")
             await await_for(lambda: receiver.received, 10, 0.05, "the callback")
-            secret = run_cli("tenants", "callback-secret", "default", "--data-dir", str(data_dir)).strip()
+            secret = (await run_cli_async("tenants", "callback-secret", "default", "--data-dir", str(data_dir))).strip()
             assert secret.startswith("whsec_") and len(secret) == 70
             first = receiver.received[0]
             assert events_of(receiver) == ["scan.completed"] and first.path == "/cb"
             assert first.headers["X-CertIX-Signature"] == expected_signature(secret, first.headers, first.body)
             assert json.loads(first.body)["data"]["scan"]["id"] == scan_id
             # Printing it again shows the same secret; rotating keeps the old one signing for the grace period.
-            assert run_cli("tenants", "callback-secret", "default", "--data-dir", str(data_dir)).strip() == secret
-            rotated = run_cli("tenants", "callback-secret", "default", "--rotate", "--grace-hours", "1",
-                              "--data-dir", str(data_dir)).strip()
+            again = await run_cli_async("tenants", "callback-secret", "default", "--data-dir", str(data_dir))
+            assert again.strip() == secret
+            rotated = (await run_cli_async("tenants", "callback-secret", "default", "--rotate", "--grace-hours", "1",
+                              "--data-dir", str(data_dir))).strip()
             assert rotated != secret
             await run_to(client, await new_scan(client, callback_url=receiver.url("/cb")), "cancelled")
             await await_for(lambda: len(receiver.received) >= 2, 10, 0.05, "the second callback")
@@ -40,5 +41,5 @@ async def test_final_event_reaches_the_callback_signed_with_the_tenant_secret(da
             deliveries = services(client).reader.all("SELECT * FROM webhook_deliveries ORDER BY created_at")
             assert [d["status"] for d in deliveries] == ["succeeded", "succeeded"]
             assert all(d["webhook_id"] is None and d["callback_url"] for d in deliveries)
-        actions = run_cli("audit", "list", "--data-dir", str(data_dir))
+        actions = await run_cli_async("audit", "list", "--data-dir", str(data_dir))
         assert "tenant.callback_secret_rotated" in actions

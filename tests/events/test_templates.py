@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import make_key, run_cli
+from tests.conftest import make_key, run_cli_async
 from tests.events.common import events_app
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +52,7 @@ async def test_template_crud_and_validation(client, data_dir, own_port):
                                   json={"name": "nightly", "options": {"ports": f"{own_port}"}})).json()
     assert patched["data"]["name"] == "nightly" and patched["data"]["options"] == {"ports": f"{own_port}"}
     assert patched["data"]["priority"] == "high"
-    run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "create", "other", "--data-dir", str(data_dir))
     other = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "templates:read",
                      "--scope", "templates:delete", "--scope", "scans:create")["key"]
     for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/launch")):
@@ -70,7 +70,7 @@ async def test_template_crud_and_validation(client, data_dir, own_port):
     assert launch.status_code == 403 and "scans:create" in launch.json()["error"]
     assert (await client.delete(f"{T}/{tmpl['id']}")).status_code == 200
     assert (await client.get(f"{T}/{tmpl['id']}")).json()["code"] == "TEMPLATE_NOT_FOUND"
-    audit = run_cli("audit", "list", "--data-dir", str(data_dir))
+    audit = await run_cli_async("audit", "list", "--data-dir", str(data_dir))
     for action in ("template.created", "template.updated", "template.deleted"):
         assert action in audit
 

@@ -12,7 +12,7 @@ import pytest
 from appliance import clock
 from appliance.scanning import lifecycle
 from appliance.store.ops import Op
-from tests.conftest import make_key, run_cli
+from tests.conftest import make_key, run_cli_async
 from tests.events.common import events_app, scan_body, services, tenant_id
 
 pytestmark = pytest.mark.anyio
@@ -50,10 +50,10 @@ async def finish(client, scan_id: str, status: str, seconds: float | None, findi
 
 
 async def test_usage_figures_match_a_known_sequence(data_dir, admin_key, own_port):
-    run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "create", "other", "--data-dir", str(data_dir))
     second = make_key(data_dir, "--name", "second", "--scope", "scans:list")
     outsider = make_key(data_dir, "--tenant", "other", "--name", "o", "--scope", "scans:list")["key"]
-    run_cli("tenants", "set-quota", "default", "5", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "set-quota", "default", "5", "--data-dir", str(data_dir))
     async with events_app(data_dir, admin_key, None) as client:
         began = time.time()
         for _ in range(3):
@@ -156,7 +156,7 @@ async def test_history_buckets_and_call_log_filters(data_dir, admin_key):
 
 
 async def test_monthly_quota(data_dir, admin_key, own_port):
-    run_cli("tenants", "set-quota", "default", "2", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "set-quota", "default", "2", "--data-dir", str(data_dir))
     async with events_app(data_dir, admin_key, None) as client:
         await scan_row(client, "nmap", time.time() - 40 * 86400)  # last month's scans do not count
         for _ in range(2):
@@ -174,16 +174,17 @@ async def test_monthly_quota(data_dir, admin_key, own_port):
         # Failed submissions never count.
         assert (await client.post("/api/v1/scans", json={"scanType": "nmap"})).status_code == 400
         # The race: two submissions past the pre-check cannot both take the last scan.
-        run_cli("tenants", "set-quota", "default", "3", "--data-dir", str(data_dir))
+        await run_cli_async("tenants", "set-quota", "default", "3", "--data-dir", str(data_dir))
         import asyncio
         results = await asyncio.gather(*(client.post("/api/v1/scans", json=scan_body(own_port))
                                          for _ in range(4)))
         assert sorted(r.status_code for r in results) == [201, 429, 429, 429]
         assert (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]["used"] == 3
-        run_cli("tenants", "set-quota", "default", "--default", "--data-dir", str(data_dir))
+        await run_cli_async("tenants", "set-quota", "default", "--default", "--data-dir", str(data_dir))
         assert (await client.post("/api/v1/scans", json=scan_body(own_port))
                 ).status_code == 201
         quota = (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]
         assert quota["limit"] is None and quota["remaining"] is None and quota["used"] == 4
-    audit = json.loads(run_cli("audit", "list", "--action", "tenant.quota_set", "--json", "--data-dir", str(data_dir)))
+    audit = json.loads(await run_cli_async("audit", "list", "--action", "tenant.quota_set", "--json",
+                                           "--data-dir", str(data_dir)))
     assert [a["details"]["monthlyScans"] for a in audit] == [None, 3, 2]

@@ -62,7 +62,10 @@ async def test_scan_events_arrive_signed_once_each(data_dir, admin_key, receiver
             ids.add(payload["id"])
         assert len(ids) == 3
         assert json.loads(receiver.received[2].body)["data"]["scan"]["status"] == "completed"
-        deliveries = (await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries")).json()
+        async def recorded() -> dict | None:  # the receiver answers before the appliance records it
+            listed = (await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries")).json()
+            return listed if all(d["status"] == "succeeded" for d in listed["data"]) else None
+        deliveries = await await_for(recorded, 10, 0.05, "the deliveries to be recorded as succeeded")
         assert deliveries["pagination"]["total"] == 3
         newest = deliveries["data"][0]
         assert newest["event"] == "scan.completed" and newest["status"] == "succeeded"

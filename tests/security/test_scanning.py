@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appliance import targets
-from tests.conftest import make_key, run_cli, serve_in_process
+from tests.conftest import make_key, run_cli_async, serve_in_process
 from tests.helpers import await_for
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ async def _final(client: Any, scan_id: str, timeout: float = 60) -> dict[str, An
 
 
 async def test_5_a_name_that_does_not_resolve_is_never_handed_to_the_scanner(data_dir, admin_key):
-    run_cli("targets", "allow", "--data-dir", str(data_dir), "--tenant", "default", "nxdomain-cix.invalid")
+    await run_cli_async("targets", "allow", "--data-dir", str(data_dir), "--tenant", "default", "nxdomain-cix.invalid")
     async with serve_in_process(data_dir, queue__workers=1) as c:
         c.headers["X-API-Key"] = admin_key
         refused = await _scan(c, 403, target="a.nxdomain-cix.invalid")
@@ -42,7 +42,7 @@ async def test_5_a_name_that_does_not_resolve_is_never_handed_to_the_scanner(dat
 
 
 async def test_5_a_name_that_stops_resolving_before_the_claim_fails_without_a_scan(data_dir, admin_key, monkeypatch):
-    run_cli("targets", "allow", "--data-dir", str(data_dir), "--tenant", "default", "flaky.test")
+    await run_cli_async("targets", "allow", "--data-dir", str(data_dir), "--tenant", "default", "flaky.test")
     answers = [[ipaddress.ip_address("127.0.0.1")]]
     monkeypatch.setattr(targets, "resolve_host", lambda name: answers[-1])
     async with serve_in_process(data_dir, queue__workers=1) as c:

@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from appliance.targets import Policy, parse_policy_entry, parse_target
-from tests.conftest import run_cli, serve_in_process
+from tests.conftest import run_cli_async, serve_in_process
 
 DENY = ["0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "fe80::/10", "ff00::/8"]
 
@@ -41,7 +41,7 @@ def test_resolved_addresses_and_policy_entries_are_normalised_too():
 
 @pytest.mark.anyio
 async def test_api_refuses_a_mapped_metadata_address(data_dir, admin_key):
-    run_cli("targets", "allow", "--force", "--tenant", "default", "::/0", "--data-dir", str(data_dir))
+    await run_cli_async("targets", "allow", "--force", "--tenant", "default", "::/0", "--data-dir", str(data_dir))
     async with serve_in_process(data_dir) as c:
         for target in ("::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"):
             response = await c.post("/api/v1/scans", json={"scanType": "nmap", "target": target},

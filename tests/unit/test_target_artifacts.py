@@ -8,7 +8,7 @@ import pytest
 
 from appliance.targets import Policy, TargetError, parse_target
 from engines.registry import build_registry, target_types
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_async
 
 
 @pytest.mark.parametrize("text, registry", [
@@ -97,7 +97,7 @@ async def test_submit_refuses_a_vuln_scan_without_the_db(tmp_path, data_dir, adm
     from tests.conftest import serve_in_process
 
     (tmp_path / "src").mkdir()
-    run_cli("targets", "allow", "--data-dir", str(data_dir), f"path:{tmp_path}")
+    await run_cli_async("targets", "allow", "--data-dir", str(data_dir), f"path:{tmp_path}")
     async with serve_in_process(data_dir, engines__paths={"trivy": fake_trivy}) as client:
         client.headers["X-API-Key"] = admin_key
         resp = await client.post("/api/v1/scans", json={"scanType": "trivy", "target": str(tmp_path / "src")})
