@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from appliance.cli import cli
 from appliance.store import apply_sync, connect
-from tests.conftest import run_cli, serve_in_process
+from tests.conftest import run_cli, run_cli_async, serve_in_process
 from tests.helpers import await_for, live_group_members
 from tests.results_helpers import finding, scan_ops
 
@@ -61,7 +61,7 @@ async def test_cancel_from_the_cli_stops_a_running_scanner(data_dir, admin_key):
             return row["pid"] if row["status"] == "running" and row["pid"] else None
 
         pid = await await_for(running_pid, 30, what="the scan to start")
-        run_cli("scans", "cancel", scan["id"], "--data-dir", str(data_dir))
+        await run_cli_async("scans", "cancel", scan["id"], "--data-dir", str(data_dir))
         await await_for(lambda: live_group_members(pid) == [], 10, interval=0.1,
                         what="the scanner's process group to exit after the CLI cancel")
         final = (await c.get(f"/api/v1/scans/{scan['id']}")).json()["data"]

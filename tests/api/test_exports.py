@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from appliance import exports
-from tests.conftest import run_cli
+from tests.conftest import run_cli_async
 from tests.results_helpers import add_scan, finding, scan_ops
 
 pytestmark = pytest.mark.anyio
@@ -145,7 +145,7 @@ async def test_diff_refuses_other_tenants_other_types_and_bad_parameters(client,
     services = client.app.state.services
     mine = await add_scan(services, [finding("a")])
     zap = await add_scan(services, [finding("a")], scan_type="zap")
-    run_cli("tenants", "create", "other", "--data-dir", str(data_dir))
+    await run_cli_async("tenants", "create", "other", "--data-dir", str(data_dir))
     theirs = await add_scan(services, [finding("a")], tenant="other")
     cases = [(f"{mine}/diff?against={theirs}", 404, "SCAN_NOT_FOUND", None),
              (f"{theirs}/diff?against={mine}", 404, "SCAN_NOT_FOUND", None),

@@ -5,7 +5,9 @@ import io
 import json
 import logging
 import threading
+import time
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -52,6 +54,8 @@ async def test_metrics_count_requests_refusals_scans_and_deliveries(data_dir, ad
         assert (await c.get(f"/api/v1/scans/{queued}")).status_code == 200
         assert (await c.get("/api/v1/scans", headers={"X-API-Key": "cix_sk_" + "x" * 40})).status_code == 401
         assert (await c.get("/api/v1/scans", headers={"X-API-Key": ""})).status_code == 401
+        if time.time() % 60 > 50:  # both requests of the 1-a-minute key must fall in one window
+            await anyio.sleep(61 - time.time() % 60)
         assert (await c.get("/api/v1/engines", headers={"X-API-Key": limited["key"]})).status_code == 200
         assert (await c.get("/api/v1/engines", headers={"X-API-Key": limited["key"]})).status_code == 429
         assert (await c.get(f"/no/such/{queued}")).status_code == 404
@@ -66,7 +70,7 @@ async def test_metrics_count_requests_refusals_scans_and_deliveries(data_dir, ad
             text = (await c.get("/metrics")).text
             got = samples(text)
             return got if value(got, "cix_scans_finished_total", scan_type="nmap", status="cancelled") else None
-        metrics = await await_for(scrape, 5, what="the cancel to be counted")
+        metrics = await await_for(scrape, 20, what="the cancel to be counted")
         response = await c.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text

@@ -2,11 +2,13 @@
 what the server does (routes, scopes, engine options)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
-from tests.conftest import make_key
+from tests.conftest import run_cli_async
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +57,8 @@ async def test_every_route_is_documented_and_nothing_else(client):
 async def test_every_scope_is_the_one_the_server_checks(client, data_dir):
     """A key holding only ``engines:read`` is refused each other operation with the scope it names."""
     document = (await client.get("/api/v1/openapi.json")).json()
-    key = make_key(data_dir, "--name", "narrow", "--scope", "engines:read")["key"]
+    key = json.loads(await run_cli_async("keys", "create", "--data-dir", str(data_dir), "--json", "--name", "narrow",
+                                         "--scope", "engines:read"))["key"]
     checked = 0
     for path, ops in document["paths"].items():
         for method, op in ops.items():
