@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +57,11 @@ class Verdict:
         return self.problem is None
 
 
-def verify(rows: Iterable[sqlite3.Row], head: str | None) -> Verdict:
+def verify(rows: Iterable[sqlite3.Row], head: str | None,
+           observe: Callable[[sqlite3.Row, str], str | None] | None = None) -> Verdict:
     """Walk the chain in id order. An edited row fails its own hash; a deleted row breaks the
-    next row's ``prev_hash``; a deleted tail no longer matches ``meta.audit_head``."""
+    next row's ``prev_hash``; a deleted tail no longer matches ``meta.audit_head``. ``observe`` sees
+    each row that verified with its hash and may name a problem of its own (signed checkpoints)."""
     prev, count, last = GENESIS, 0, None
     for row in rows:
         count += 1
@@ -70,6 +72,9 @@ def verify(rows: Iterable[sqlite3.Row], head: str | None) -> Verdict:
                               row["resource_id"], row["details"], row["created_at"])
         if row["hash"] != expected:
             return Verdict(count, head, row["id"], f"row {row['id']}: content does not match its hash (edited)")
+        problem = observe(row, expected) if observe is not None else None
+        if problem is not None:
+            return Verdict(count, head, row["id"], problem)
         prev, last = expected, f"{row['id']}:{expected}"
     if (head or None) != last:
         return Verdict(count, head, None, f"the chain ends at {last or 'nothing'} but the recorded head is "
@@ -77,7 +82,8 @@ def verify(rows: Iterable[sqlite3.Row], head: str | None) -> Verdict:
     return Verdict(count, head)
 
 
-def verify_conn(conn: sqlite3.Connection) -> Verdict:
+def verify_conn(conn: sqlite3.Connection,
+                observe: Callable[[sqlite3.Row, str], str | None] | None = None) -> Verdict:
     head_row = conn.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
     rows = conn.execute("SELECT * FROM audit_events ORDER BY id")
-    return verify(rows, head_row[0] if head_row else None)
+    return verify(rows, head_row[0] if head_row else None, observe)

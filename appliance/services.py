@@ -17,6 +17,7 @@ from typing import Any
 from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
 from appliance.config import Config
+from appliance.metrics import Metrics
 from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
 from appliance.scanning.intake import Intake, IntakeSettings
 from appliance.scanning.job import Job
@@ -24,6 +25,7 @@ from appliance.scanning.queue import Backend, ScanQueue
 from appliance.scanning.reconciler import Reconciler, ReconcilerSettings
 from appliance.scanning.reporter import LocalReporter
 from appliance.scanning.task import ScanTask, TaskSettings
+from appliance.signing.service import SigningService
 from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
 from appliance.targets import Policy
@@ -73,6 +75,12 @@ class Services:
         self.stopping = threading.Event()  # the server is shutting down: running scans are handed back
         self._task: ScanTask | None = None
         self.events = EventServices(self)  # webhooks, callbacks, quota, retention
+        self.signing = SigningService(self)  # signing keys, signed reports, audit checkpoints
+        self.metrics: Metrics | None = None
+        if config["metrics.enabled"]:
+            self.metrics = Metrics(self.reader, list(self.engines))
+            self.events.dispatcher.on_events = self.metrics.scan_events
+            self.events.deliveries.on_attempt = self.metrics.delivery
         self._policies: dict[str, Policy] = {}
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None
@@ -174,6 +182,7 @@ class Services:
         self.limiter.load(tuple(r) for r in self.reader.all(
             "SELECT subject, window, window_start, count FROM rate_counters"))
         self._check_epoch()
+        await self.signing.start()  # before anything runs: a broken key store stops the start here
         await self.writer.start()
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)
@@ -201,6 +210,7 @@ class Services:
         await asyncio.to_thread(self.queue.stop, timeout)
         self._enqueuer.shutdown(wait=True)
         await self.events.stop()
+        await self.signing.stop()  # the last checkpoint covers this run's final audit rows
         await self.writer.stop()
         self.reader.close()
 

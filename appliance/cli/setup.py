@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from appliance import apikeys, tls
+from appliance import apikeys, logs, tls
 from appliance import config as config_mod
 from appliance import tenants as tenants_mod
 from appliance.audit import audit_op
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config, require_initialized
 from appliance.credentials import SCOPES
+from appliance.signing.keys import KeyRing
 from appliance.store import apply_sync
 from appliance.webhooks import secretbox
+
+if TYPE_CHECKING:
+    from appliance.server import PQListener
 
 _OWNED = ("appliance.db", "appliance.db-wal", "appliance.db-shm", "queue.db", "queue.db-wal",
           "queue.db-shm", tls.CERT_NAME, tls.KEY_NAME, config_mod.CONFIG_NAME, secretbox.KEY_NAME)
@@ -56,6 +60,7 @@ def init(data_dir: Path, config_file: Path | None, hostname: str, allow_loopback
         tls.make_self_signed(data_dir, hostname)
     cfg.db_path.touch(mode=0o600)
     secretbox.ensure_key(data_dir)
+    KeyRing(data_dir).ensure()  # kept by --force: reports signed before a re-init still verify
     actor = cli_actor()
     with database(cfg) as conn:
         tenant_id, ops = tenants_mod.create_ops("default", actor)
@@ -95,8 +100,7 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
 
     cfg = load_config(data_dir, config_file)
     require_initialized(cfg)
-    logging.basicConfig(level=cfg["logging.level"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg["logging.level"], cfg["logging.format"])
     cert, key = tls.cert_paths(data_dir, cfg["tls.cert_file"], cfg["tls.key_file"])
     for path in (cert, key):
         if not path.exists():
@@ -108,10 +112,27 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen_host}:{listen_port}: "
                                    f"{exc.strerror or exc}") from None
+    pq = _pq_listener(cfg, listen_host, cert, key) if cfg["server.pq_port"] else None
     limits = Limits(header_timeout=cfg["server.header_timeout_seconds"],
                     handshake_timeout=cfg["server.handshake_timeout_seconds"],
                     max_connections=cfg["server.max_connections"])
-    run(create_app(cfg), sock, context, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"])
+    run(create_app(cfg), sock, context, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"], pq)
+
+
+def _pq_listener(cfg: config_mod.Config, host: str, cert: Path, key: Path) -> PQListener:
+    """The server.pq_port listener (see appliance/pqtls.py), on the same address as the main one."""
+    from appliance.pqtls import PQTLSError, server_context
+    from appliance.server import PQListener, bind
+
+    try:
+        context = server_context(cert, key, cfg["tls.pq_only"])
+    except PQTLSError as exc:
+        raise click.ClickException(f"server.pq_port: {exc}") from None
+    try:
+        return PQListener(bind(host, cfg["server.pq_port"]), context)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{cfg['server.pq_port']} (server.pq_port): "
+                                   f"{exc.strerror or exc}") from None
 
 
 @click.group()
