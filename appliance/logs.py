@@ -60,6 +60,16 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        # An access line per request: the date part is formatted once a second, not once a line.
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+        return f"{self._second[1]},{int(record.msecs):03d}"  # the default_msec_format, "%s,%03d"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -89,6 +99,12 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
+    # No format here prints the caller's file and line, the thread or the process: skip looking them
+    # up for every record (the logging documentation's own advice; an access line per request).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     setattr(handler, _HANDLER_MARK, True)
     handler.addFilter(ScanIdFilter())
