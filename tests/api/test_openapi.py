@@ -25,14 +25,19 @@ async def test_served_without_a_key_under_both_prefixes_and_valid(client):
 
 
 def _app_routes(app) -> set[tuple[str, str]]:
-    found = set()
+    """The app's routes, /api/v1 ones once (the same routes are served under /scan-api/api/v1, as
+    the document says), mounted or registered with the prefix in their path."""
+    found, mirrored = set(), set()
     for route in app.routes:
         if isinstance(route, Mount) and route.path == "/api/v1":
             for inner in route.routes:
                 assert isinstance(inner, Route)
                 found |= {(m, f"/api/v1{inner.path}") for m in inner.methods - {"HEAD"}}
+        elif isinstance(route, Route) and route.path.startswith("/scan-api/api/v1/"):
+            mirrored |= {(m, route.path.removeprefix("/scan-api")) for m in route.methods - {"HEAD"}}
         elif isinstance(route, Route) and not route.path.startswith("/internal"):
             found |= {(m, route.path) for m in route.methods - {"HEAD"}}
+    assert not mirrored or mirrored == {r for r in found if r[1].startswith("/api/v1/")}
     return found
 
 
