@@ -1,6 +1,7 @@
 """A real ``cix-appliance serve`` process for end-to-end tests, on a free 127.0.0.1 port."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -74,10 +75,8 @@ class Server:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, sig)
-            except ProcessLookupError:
-                pass
         try:
             return self.proc.wait(timeout)
         finally:
