@@ -121,11 +121,19 @@ class _Out:
         self.crcs: array.array[int] | None = array.array("I") if locate else None
         self._buffer: list[bytes] = []
         self._size = 0
+        self._in_list = False  # the last piece was a finding: the next finding follows a comma
 
     def add(self, text: str, finding: bool = False) -> bytes | None:
         data = text.encode("utf-8")
-        if finding and self.crcs is not None:
-            self.crcs.append(zlib.crc32(data[1:] if data[:1] == b"," else data))
+        if finding:
+            if self._in_list:
+                self._buffer.append(b",")
+                self._size += 1
+            self._in_list = True
+            if self.crcs is not None:
+                self.crcs.append(zlib.crc32(data))
+        else:
+            self._in_list = False
         self._buffer.append(data)
         self._size += len(data)
         return self.flush() if self._size >= CHUNK_BYTES else None
@@ -151,10 +159,9 @@ def _emit(parts: Iterator[tuple[str, bool]], out: _Out) -> Iterator[bytes]:
 
 
 def _findings(snapshot: Snapshot, scan_id: str) -> Iterator[tuple[str, bool]]:
-    first = True
+    """Each finding's JCS text (:class:`_Out` puts the commas between them)."""
     for body in snapshot.finding_bodies(scan_id):
-        yield (jcs.from_json(body) if first else "," + jcs.from_json(body)), True
-        first = False
+        yield jcs.from_json(body), True
 
 
 def members(scan: sqlite3.Row, origin: Origin) -> dict[str, Any]:
