@@ -14,11 +14,11 @@ from typing import Any
 
 from appliance import clock
 from appliance.audit import audit_op
-from appliance.credentials import RATE_LIMITS, SCOPES, generate_key, hash_key, key_prefix
+from appliance.bodies import given, key_type, parse, unique
+from appliance.credentials import RATE_LIMITS, generate_key, hash_key, key_prefix
 from appliance.errors import ApiError, ValidationError
 from appliance.store.ops import BUMP_EPOCH, Op
 from appliance.targets import network_within
-from appliance.validate import Body
 
 # What a key gets when it names no scopes: enough to run scans from a pipeline, nothing more.
 DEFAULT_SCOPES = ("scans:create", "scans:read", "scans:list", "scans:cancel", "results:read",
@@ -65,21 +65,19 @@ def parse_cidrs(name: str, values: list[str]) -> list[str]:
 
 def parse_spec(data: Any, scan_types: Iterable[str]) -> KeySpec:
     """Validate a create-key body (the CLI builds the same dict from its flags)."""
-    body = Body(data, SPEC_FIELDS)
-    limits = {name: body.integer(name, lo, hi) for name, (lo, hi, _default) in RATE_LIMITS.items()}
-    ips = body.strings("allowedIpAddresses", max_items=100, max_length=64)
+    body = given(parse(data, key_type(tuple(scan_types))))
+    ips = unique(body.get("allowedIpAddresses"))
     return KeySpec(
-        name=body.string("name", required=True) or "",
-        description=body.string("description", max_length=1000),
-        scopes=body.strings("scopes", max_items=len(SCOPES), choices=SCOPES, default=list(DEFAULT_SCOPES))
-        or [],
-        allowed_scan_types=body.strings("allowedScanTypes", max_items=50, choices=list(scan_types)),
+        name=body["name"],
+        description=body.get("description"),
+        scopes=unique(body.get("scopes")) or ([] if "scopes" in body else list(DEFAULT_SCOPES)),
+        allowed_scan_types=unique(body.get("allowedScanTypes")),
         allowed_ips=parse_cidrs("allowedIpAddresses", ips) if ips is not None else None,
-        allowed_priorities=body.strings("allowedPriorities", max_items=len(PRIORITIES), choices=PRIORITIES),
-        rate_minute=limits["rateLimitPerMinute"],
-        rate_hour=limits["rateLimitPerHour"],
-        rate_day=limits["rateLimitPerDay"],
-        expires_in_days=body.integer("expiresInDays", 1, 3650),
+        allowed_priorities=unique(body.get("allowedPriorities")),
+        rate_minute=body.get("rateLimitPerMinute"),
+        rate_hour=body.get("rateLimitPerHour"),
+        rate_day=body.get("rateLimitPerDay"),
+        expires_in_days=body.get("expiresInDays"),
     )
 
 

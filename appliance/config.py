@@ -1,7 +1,9 @@
 """Configuration: one TOML file in the data dir, every key typed and defaulted here.
 
 ``KEYS`` is the single description of the configuration: loading, ``config get|set`` and the tests
-that keep ``config.example.toml`` complete all read it.
+that keep ``config.example.toml`` complete all read it. Each key's value is checked against a msgspec
+type made from its declaration (type, range, choices), like request bodies and engine options
+(:mod:`engines.schema`); checks no type can express (a CIDR parses, a target entry is valid) follow.
 """
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from engines import schema
 
 CONFIG_NAME = "config.toml"
 
@@ -20,20 +26,51 @@ class ConfigError(Exception):
     """A config value is missing, ill-typed or out of range; the message names the key."""
 
 
+class Constraint:
+    """A bound a type can carry (a range, a set of choices): part of the key's msgspec type."""
+
+    def __init__(self, annotate: Callable[[Any], Any]) -> None:
+        self.annotate = annotate
+
+
+_BASE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list[Any],
+                         "table": dict[str, Any]}
+
+
 @dataclass(frozen=True)
 class Key:
     type: str  # str | int | float | bool | list | table
     default: Any
     doc: str
-    check: Callable[[Any], str | None] | None = None  # returns a problem, or None
+    # A Constraint (part of the type), or a function returning a problem (checked after the type).
+    check: Constraint | Callable[[Any], str | None] | None = None
+
+    def annotation(self) -> Any:
+        base = _BASE[self.type]
+        return self.check.annotate(base) if isinstance(self.check, Constraint) else base
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value``, or None (type first, then any further check)."""
+        try:
+            msgspec.convert(value, self.annotation(), strict=True)
+        except msgspec.ValidationError as exc:
+            found = schema.error_of(str(exc), self.annotation(), value, "value", "", None)
+            return _table_message(self, found.message)
+        if self.check is not None and not isinstance(self.check, Constraint):
+            return self.check(value)
+        return None
 
 
-def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
-    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+def _table_message(key: Key, message: str) -> str:
+    return "must be a table" if key.type == "table" and message == "must be an object" else message
 
 
-def _choice(*options: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+def _range(lo: float, hi: float) -> Constraint:
+    return Constraint(lambda base: Annotated[base, msgspec.Meta(ge=lo, le=hi)])
+
+
+def _choice(*options: str) -> Constraint:
+    return Constraint(lambda _base: Literal[options])
 
 
 def _cidrs(values: list[Any]) -> str | None:
@@ -165,24 +202,15 @@ KEYS: dict[str, Key] = {
     "audit.checkpoint_seconds": Key("int", 3600, "Longest time between signed audit checkpoints (one is "
                                     "written only when rows were added, and at shutdown).", _range(1, 7 * 86400)),
     "logging.level": Key("str", "info", "Log level.", _choice("debug", "info", "warning", "error")),
+    "logging.format": Key("str", "text", "Log lines as text or as JSON objects (one per line, for journald or a "
+                          "SIEM).", _choice("text", "json")),
+    "logging.access_log": Key("bool", True, "One log line per request (method, route, status, duration, key id "
+                              "prefix, request id)."),
+    "metrics.enabled": Key("bool", False, "Serve Prometheus metrics at GET /metrics (no API key)."),
+    "metrics.allowed_ips": Key("list", [], "IPs/CIDRs allowed to read /metrics; empty: any address.", _cidrs),
 }
 
 
-_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-               "list": "an array", "table": "a table"}
-
-
-def _type_problem(key: Key, value: Any) -> str | None:
-    expected = {"str": str, "bool": bool, "list": list, "table": dict}.get(key.type)
-    if key.type == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif key.type == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        ok = expected is not None and isinstance(value, expected)
-    if not ok:
-        return f"must be {_TYPE_NAMES[key.type]}"
-    return key.check(value) if key.check else None
 
 
 class Config:
@@ -236,7 +264,7 @@ def validate(flat: dict[str, Any]) -> dict[str, Any]:
         key = KEYS.get(name)
         if key is None:
             raise ConfigError(f"{name}: unknown setting")
-        problem = _type_problem(key, value)
+        problem = key.problem(value)
         if problem:
             raise ConfigError(f"{name}: {problem}")
         values[name] = float(value) if key.type == "float" else value

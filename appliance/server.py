@@ -83,6 +83,7 @@ def run(app: ASGIApp, sock: socket.socket, context: ssl.SSLContext, grace_second
         loop=loop_factory(limits),  # type: ignore[arg-type]  # uvicorn takes a factory, typed as only a name
         ssl_context_factory=lambda _config, _default: context,
         timeout_graceful_shutdown=grace_seconds, log_level=log_level, access_log=False,
+        log_config=None,  # uvicorn's lines go through the appliance's handler (text or JSON), not its own
         server_header=False, date_header=False, proxy_headers=False,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # the same bound if h11 is ever chosen
     )

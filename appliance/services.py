@@ -16,6 +16,7 @@ from typing import Any
 from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
 from appliance.config import Config
+from appliance.metrics import Metrics
 from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
 from appliance.scanning.intake import Intake, IntakeSettings
 from appliance.scanning.job import Job
@@ -74,6 +75,11 @@ class Services:
         self._task: ScanTask | None = None
         self.events = EventServices(self)  # webhooks, callbacks, quota, retention
         self.signing = SigningService(self)  # signing keys, signed reports, audit checkpoints
+        self.metrics: Metrics | None = None
+        if config["metrics.enabled"]:
+            self.metrics = Metrics(self.reader, list(self.engines))
+            self.events.dispatcher.on_events = self.metrics.scan_events
+            self.events.deliveries.on_attempt = self.metrics.delivery
         self._policies: dict[str, Policy] = {}
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None

@@ -15,16 +15,12 @@ from typing import Any
 from appliance import clock
 from appliance.apikeys import KeyGrant
 from appliance.audit import audit_op
+from appliance.bodies import LaunchRequest, given, parse, template_shape
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning.model import PRIORITIES
-from appliance.scanning.submit import _engine_config
+from appliance.scanning.submit import all_target_types, engine_config
 from appliance.store.ops import Op
-from appliance.targets import TARGET_TYPES
-from appliance.validate import Body
 from engines.base import Engine, OptionError, Scanner
 
-FIELDS = ("name", "description", "scanType", "targetType", "priority", "options", "config", "tags", "timeout")
-LAUNCH_FIELDS = ("target", "name", "tags", "priority", "callbackUrl", "options")
 # column -> JSON field of the template object
 _COLUMNS = {"name": "name", "description": "description", "scan_type": "scanType", "target_type": "targetType",
             "priority": "priority", "options": "options", "config": "config", "tags": "tags", "timeout": "timeout"}
@@ -41,8 +37,8 @@ def _json_fields(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
 
 def validate(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> dict[str, Any]:
     """A full template body → column values; raises the contract's errors."""
-    body = Body(data, FIELDS)
-    scan_type = body.string("scanType", required=True, max_length=64) or ""
+    body = given(parse(data, template_shape(all_target_types(engines))))
+    scan_type: str = body["scanType"]
     if scan_type not in engines:
         raise ApiError(400, "INVALID_SCAN_TYPE", f"unknown scanType {scan_type!r}; one of: {', '.join(engines)}",
                        [{"field": "scanType", "message": "unknown scan type"}])
@@ -51,26 +47,26 @@ def validate(data: Any, grant: KeyGrant, engines: Mapping[str, Scanner]) -> dict
     engine = engines[scan_type]
     if not isinstance(engine, Engine):
         raise ApiError(503, "ENGINE_UNAVAILABLE", f"{scan_type} has no adapter on this appliance")
-    target_type = body.string("targetType", choices=TARGET_TYPES + tuple(engine.target_types))
+    target_type = body.get("targetType")
     if target_type is not None and target_type not in engine.target_types:
         raise ValidationError("targetType", f"{scan_type} does not scan {target_type} targets", "INVALID_TARGET")
     try:
-        options = engine.validate(body.mapping("options") or {})
+        options = engine.validate(body.get("options") or {})
     except OptionError as exc:
         raise ValidationError(exc.field, exc.message, "INVALID_OPTIONS") from None
     return {
-        "name": body.string("name", required=True), "description": body.string("description", max_length=2000),
+        "name": body["name"], "description": body.get("description"),
         "scan_type": scan_type, "target_type": target_type,
-        "priority": body.string("priority", choices=PRIORITIES, default="normal"),
-        "options": json.dumps(options), "config": json.dumps(_engine_config(body.mapping("config") or {})),
-        "tags": json.dumps(body.strings("tags", max_items=20, max_length=64, default=[])),
-        "timeout": body.integer("timeout", 30, 86400),
+        "priority": body.get("priority", "normal"),
+        "options": json.dumps(options), "config": json.dumps(engine_config(body.get("config") or {})),
+        "tags": json.dumps(list(dict.fromkeys(body.get("tags", [])))),
+        "timeout": body.get("timeout"),
     }
 
 
-def patched(row: sqlite3.Row, data: Any) -> dict[str, Any]:
+def patched(row: sqlite3.Row, data: Any, engines: Mapping[str, Scanner]) -> dict[str, Any]:
     """A PATCH body over the stored template, as a full body to validate again."""
-    Body(data, FIELDS)
+    parse(data, template_shape(all_target_types(engines), partial=True))
     if not data:
         raise ValidationError("body", "names no field to change")
     return {**_json_fields(row), **data}
@@ -102,21 +98,21 @@ def delete_ops(row: sqlite3.Row, actor: str) -> list[Op]:
 
 def launch_body(row: sqlite3.Row, data: Any) -> dict[str, Any]:
     """The ``POST /scans`` body a launch stands for: the template under the launch's fields."""
-    body = Body(data, LAUNCH_FIELDS)
-    overrides = body.mapping("options") or {}
+    body = given(parse(data, LaunchRequest))
+    overrides = body.get("options") or {}
     template = _json_fields(row)
     scan: dict[str, Any] = {
-        "scanType": template["scanType"], "target": body.data.get("target"),
-        "name": body.data.get("name") or template["name"],
-        "priority": body.data.get("priority") or template["priority"],
+        "scanType": template["scanType"], "target": body.get("target"),
+        "name": body.get("name") or template["name"],
+        "priority": body.get("priority") or template["priority"],
         "options": {**template["options"], **overrides}, "config": template["config"],
-        "tags": body.data["tags"] if body.data.get("tags") is not None else template["tags"],
+        "tags": body.get("tags", template["tags"]),
     }
     for name in ("targetType", "timeout"):
         if template[name] is not None:
             scan[name] = template[name]
-    if body.data.get("callbackUrl") is not None:
-        scan["callbackUrl"] = body.data["callbackUrl"]
+    if body.get("callbackUrl") is not None:
+        scan["callbackUrl"] = body["callbackUrl"]
     return scan
 
 

@@ -8,6 +8,7 @@ worker and, later, remote workers.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import re
 import shutil
@@ -16,6 +17,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from engines import schema
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 CONFIDENCES = ("high", "medium", "low")
@@ -36,7 +41,9 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One engine option: its type and bounds. The same object drives validation and OpenAPI."""
+    """One engine option: its type and bounds. It becomes a field of the engine's options Struct
+    (:mod:`engines.schema`), which both validates submissions and gives the JSON Schema (``GET
+    /engines``, OpenAPI): one declaration, one schema."""
 
     name: str
     kind: str  # "integer" | "boolean" | "string" | "enum"
@@ -56,61 +63,10 @@ class Option:
         if not self.generic_check and not self.pattern:
             raise TypeError(f"option {self.name}: generic_check=False needs a pattern")
 
-    def validate(self, value: Any) -> Any:
-        where = f"options.{self.name}"
-        if self.kind == "boolean":
-            if not isinstance(value, bool):
-                raise OptionError(where, "must be a boolean")
-        elif self.kind == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise OptionError(where, "must be an integer")
-            if self.minimum is not None and value < self.minimum:
-                raise OptionError(where, f"must be at least {self.minimum}")
-            if self.maximum is not None and value > self.maximum:
-                raise OptionError(where, f"must be at most {self.maximum}")
-        elif self.kind in ("string", "enum"):
-            if not isinstance(value, str):
-                raise OptionError(where, "must be a string")
-            if self.kind == "enum":
-                if value not in self.choices:
-                    raise OptionError(where, f"must be one of {', '.join(self.choices)}")
-            else:
-                if self.generic_check:
-                    check_safe_string(where, value, self.max_length)
-                elif not value or len(value) > self.max_length:
-                    raise OptionError(where, f"must be 1 to {self.max_length} characters")
-                if self.pattern and not re.fullmatch(self.pattern, value):
-                    raise OptionError(where, "has an invalid format")
-        else:  # pragma: no cover - a schema bug, caught by the engine tests
-            raise TypeError(f"unknown option kind {self.kind!r}")
-        if self.normalize is not None:
-            try:
-                return self.normalize(value)
-            except ValueError as exc:
-                raise OptionError(where, str(exc)) from None
-        return value
-
-    def json_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"description": self.description}
-        if self.kind == "enum":
-            schema.update(type="string", enum=list(self.choices))
-        else:
-            schema["type"] = self.kind
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
-        if self.pattern:
-            schema["pattern"] = self.pattern
-        if self.kind == "string":
-            schema["maxLength"] = self.max_length
-        if self.default is not None:
-            schema["default"] = self.default
-        return schema
-
 
 def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
-    """Reject values that could be read as a flag or carry metacharacters."""
+    """Reject values that could be read as a flag or carry metacharacters (the same rule as
+    :data:`engines.schema.SAFE_STRING`, with a message saying which part failed)."""
     if not value:
         raise OptionError(where, "must not be empty")
     if len(value) > max_length:
@@ -123,21 +79,49 @@ def check_safe_string(where: str, value: str, max_length: int = 256) -> None:
         raise OptionError(where, "must not be a path")
 
 
-def validate_options(schema: Sequence[Option], raw: Any) -> dict[str, Any]:
-    """Check ``raw`` against ``schema``: unknown names are rejected, never passed through."""
+_STRUCTS: dict[type, tuple[tuple[Option, ...], type[msgspec.Struct]]] = {}  # engine class -> its options Struct
+
+
+@functools.lru_cache(maxsize=256)
+def options_struct(engine: str, options: tuple[Option, ...]) -> type[msgspec.Struct]:
+    return schema.options_type(engine, options)
+
+
+def _explain(options: tuple[Option, ...]) -> schema.Explainer:
+    """Why a string option failed its pattern: the generic rule's own words, when it was that."""
+    def explain(field: str, value: Any) -> str | None:
+        option = next((o for o in options if f"options.{o.name}" == field), None)
+        if option is None or option.kind != "string" or not isinstance(value, str) or not option.generic_check:
+            return None
+        try:
+            check_safe_string(field, value, option.max_length)
+        except OptionError as exc:
+            return exc.message
+        return None
+    return explain
+
+
+def validate_options(schema_: Sequence[Option], raw: Any, engine: str = "engine",
+                     struct: type[msgspec.Struct] | None = None) -> dict[str, Any]:
+    """Check ``raw`` against the options Struct (``struct``, else made from ``schema_``): unknown names
+    are rejected, never passed through; ``null`` means not given. Then each option's ``normalize``."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise OptionError("options", "must be an object")
-    by_name = {opt.name: opt for opt in schema}
-    clean: dict[str, Any] = {}
-    for name, value in raw.items():
-        opt = by_name.get(name)
-        if opt is None:
-            raise OptionError(f"options.{name}", "unknown option")
-        if value is None:
-            continue
-        clean[name] = opt.validate(value)
+    options = tuple(schema_)
+    try:
+        value = schema.convert(dict(raw), struct or options_struct(engine, options), root="options",
+                               prefix="options.", explain=_explain(options))
+    except schema.SchemaError as exc:
+        raise OptionError(exc.field, "unknown option" if exc.kind == "unknown" else exc.message) from None
+    clean = schema.given(value)
+    for option in options:
+        if option.normalize is not None and option.name in clean:
+            try:
+                clean[option.name] = option.normalize(clean[option.name])
+            except ValueError as exc:
+                raise OptionError(f"options.{option.name}", str(exc)) from None
     return clean
 
 
@@ -376,7 +360,7 @@ class Engine(Scanner, abc.ABC):
     # -- validation ---------------------------------------------------------------------------
     def validate(self, raw: Any) -> dict[str, Any]:
         """Schema check, then the engine's cross-option rules; raises :class:`OptionError`."""
-        clean = validate_options(self.options, raw)
+        clean = validate_options(self.options, raw, self.name, self.options_type())
         self.check(clean)
         return clean
 
@@ -400,9 +384,20 @@ class Engine(Scanner, abc.ABC):
         the generic inference (a trivy image reference, a path)."""
         return None
 
+    def options_type(self) -> type[msgspec.Struct]:
+        """The Struct ``options`` are checked against (and documented from), made once per class."""
+        cls = type(self)
+        struct = _STRUCTS.get(cls)
+        if struct is None or struct[0] is not cls.options:
+            struct = _STRUCTS[cls] = (cls.options, options_struct(self.name, tuple(self.options)))
+        return struct[1]
+
     def option_schema(self) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": False,
-                "properties": {o.name: o.json_schema() for o in self.options}}
+        """The JSON Schema of ``options`` (``GET /engines``; OpenAPI refers to the same type)."""
+        struct = self.options_type()
+        _, components = schema.json_schemas([struct], ref_template="#/$defs/{name}")
+        found: dict[str, Any] = components[struct.__name__]
+        return found
 
     # -- running ------------------------------------------------------------------------------
     def run(self, spec: ScanSpec, control: RunControl) -> RunResult:

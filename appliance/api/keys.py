@@ -11,8 +11,8 @@ from starlette.routing import Route
 from appliance import apikeys, clock
 from appliance.api.context import actor, authorize, services_of
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
+from appliance.bodies import RotateKey, given, parse
 from appliance.errors import ApiError
-from appliance.validate import Body
 
 
 def _key_row(request: Request, tenant_id: str) -> sqlite3.Row:
@@ -59,13 +59,12 @@ async def get_key(request: Request) -> JSONResponse:
 async def rotate_key(request: Request) -> JSONResponse:
     services, grant = authorize(request, "api-keys:write")
     row = _key_row(request, grant.tenant_id)
-    grace = Body(await read_json(request, empty_ok=True), ("gracePeriodHours",)).integer(
-        "gracePeriodHours", 0, 168, 24)
+    grace = given(parse(await read_json(request, empty_ok=True), RotateKey)).get("gracePeriodHours", 24)
     apikeys.check_rotatable(row, clock.now())
     # The successor is a key this caller makes: never more than the caller holds (scopes, scan
     # types, IPs), nor longer-lived or faster than it.
     spec = apikeys.bound(apikeys.confine(apikeys.spec_from_row(row), grant), grant, clock.now(), rotating=True)
-    key_id, raw, ops = apikeys.rotate_ops(row, grace or 0, actor(grant), spec)
+    key_id, raw, ops = apikeys.rotate_ops(row, grace, actor(grant), spec)
     if not (await services.commit_keys(*ops))[0]:
         raise ApiError(409, "CONFLICT", f"{row['id']} {apikeys.ALREADY_ROTATED}")
     return _respond_with_key(request, key_id, 201, raw)

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +21,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Keys other code puts into the ASGI scope for this middleware to read on the way out.
 RATE_HEADERS = "cix.rate_headers"
 PRINCIPAL = "cix.principal"
+ERROR_CODE = "cix.error_code"  # the contract code of an error answer, set by the app's error handler
+# Called once per request when its answer is sent: (scope, status, seconds, request id).
+Observer = Callable[[Scope, int, float, str], None]
 
 
 class _TooLarge(Exception):
@@ -36,10 +39,11 @@ class RequestMiddleware:
     without the envelope (and, once the request authenticated, without its rate-limit headers)."""
 
     def __init__(self, app: ASGIApp, record: Callable[[dict[str, Any]], None] | None = None,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, observers: Sequence[Observer] = ()) -> None:
         self.app = app
         self.record = record
         self.max_body = max_body
+        self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,6 +118,7 @@ class RequestMiddleware:
     async def _reply(self, scope: Scope, send: Send, status: int, code: str, message: str, request_id: str,
                      state: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         body = _envelope(code, message)
+        scope[ERROR_CODE] = code
         state["status"] = status
         state["started"] = True
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -124,11 +129,17 @@ class RequestMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     def _log(self, scope: Scope, state: dict[str, Any], started: float, request_id: str) -> None:
+        seconds = time.perf_counter() - started
+        for observe in self.observers:
+            try:
+                observe(scope, state["status"], seconds, request_id)
+            except Exception:  # an access log or a metric must never fail the request
+                log.exception("request observer %r failed", observe)
         principal = scope.get(PRINCIPAL)
         if self.record is None or principal is None:
             return
         self.record({"tenant_id": principal.tenant_id, "api_key_id": principal.id,
                      "method": scope["method"], "path": scope["path"], "status": state["status"],
-                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                     "duration_ms": round(seconds * 1000, 3),
                      "ip": scope.get("cix.client_ip"), "request_id": request_id,
                      "created_at": time.time()})

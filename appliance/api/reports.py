@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from appliance import exports
 from appliance.api.context import authorize
 from appliance.api.envelope import check_query, ok
+from appliance.api.results import export_signature
 from appliance.errors import ApiError, ValidationError
 from appliance.signing import report
 from appliance.signing.keys import SigningKeyError
@@ -74,10 +76,12 @@ async def results_signature(request: Request) -> JSONResponse:
     services, grant = authorize(request, "results:read")
     check_query(request, ("format", "scanType"))
     fmt = request.query_params.get("format", "report")
-    if fmt not in report.SIGNABLE:
-        raise ValidationError("format", f"must be one of {', '.join(report.SIGNABLE)}")
+    if fmt not in report.SIGNABLE and fmt not in exports.FORMATS:
+        raise ValidationError("format", f"must be one of {', '.join([*report.SIGNABLE, *exports.FORMATS])}")
     row = _tenant_scan(services, request, grant.tenant_id)
     await _usable_keys(services)
+    if fmt in exports.FORMATS:  # the whole export, as GET /results?format=… serves it unfiltered
+        return ok(await asyncio.to_thread(export_signature, services, row, fmt, "scan_id = ?", [row["id"]]))
     origin = await services.signing.origin(row["scan_type"])
     block = await asyncio.to_thread(report.detached, services.config.db_path,
                                     services.config["storage.busy_timeout_ms"], row["id"], origin,

@@ -9,12 +9,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from appliance import clock
+from appliance import clock, exports
 from appliance.api.context import authorize, services_of
 from appliance.api.envelope import PAGE_PARAMS, check_query, ok, paged, read_json
+from appliance.api.results import export_response
 from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import lifecycle, model
@@ -131,14 +132,19 @@ async def cancel_scan(request: Request) -> JSONResponse:
     return ok(model.scan_json(_scan_row(request, grant.tenant_id)))
 
 
-async def scan_results(request: Request) -> JSONResponse:
+async def scan_results(request: Request) -> Response:
     services, grant = authorize(request, "results:read")
     check_query(request, RESULT_PARAMS)
     row = _scan_row(request, grant.tenant_id)
     fmt = request.query_params.get("format", "json")
-    if fmt != "json":
-        raise ValidationError("format", "only json is served by this release")
+    if fmt != "json" and fmt not in exports.FORMATS:
+        raise ValidationError("format", f"must be one of json, {', '.join(exports.FORMATS)}")
     where, params = _result_filters(request, row["id"])
+    if fmt != "json":
+        for name in PAGE_PARAMS:
+            if name in request.query_params:
+                raise ValidationError(name, f"an export (format={fmt}) is the whole result set; it has no pages")
+        return await export_response(services, row, fmt, where, params)
     findings, pages = paged(request, services.reader, "findings", where, params, "severity_rank, seq",
                             lambda r: json.loads(r["body"]), max_limit=1000, default_limit=100)
     data = {"scanId": row["id"], "scanType": row["scan_type"], "status": row["status"],

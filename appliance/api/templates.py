@@ -57,7 +57,8 @@ async def get_template(request: Request) -> JSONResponse:
 async def update_template(request: Request) -> JSONResponse:
     services, grant = authorize(request, "templates:update")
     row = _template(request, grant.tenant_id)
-    fields = templates.validate(templates.patched(row, await read_json(request)), grant, services.engines)
+    fields = templates.validate(templates.patched(row, await read_json(request), services.engines), grant,
+                                services.engines)
     await services.writer.write(*templates.update_ops(row, fields, actor(grant)))
     return _respond(request, row["id"])
 

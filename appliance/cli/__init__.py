@@ -10,7 +10,7 @@ import os
 import click
 
 from appliance import __version__
-from appliance.cli import audit, engines, keys, maintenance, setup, signing, tenant_events, tenants, workers
+from appliance.cli import audit, engines, keys, maintenance, scans, setup, signing, tenant_events, tenants, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,7 +30,7 @@ def cli() -> None:
 
 for command in (setup.init, setup.serve, setup.config, tenants.tenants, tenants.targets, keys.keys,
                 maintenance.backup, maintenance.check, workers.workers, workers.worker, audit.audit,
-                engines.engines, signing.signing_key, signing.verify):
+                engines.engines, scans.scans, signing.signing_key, signing.verify):
     cli.add_command(command)
 tenants.tenants.add_command(tenant_events.callback_secret)
 tenants.tenants.add_command(tenant_events.set_quota)

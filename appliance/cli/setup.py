@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from appliance import apikeys, tls
+from appliance import apikeys, logs, tls
 from appliance import config as config_mod
 from appliance import tenants as tenants_mod
 from appliance.audit import audit_op
@@ -101,8 +100,7 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
 
     cfg = load_config(data_dir, config_file)
     require_initialized(cfg)
-    logging.basicConfig(level=cfg["logging.level"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg["logging.level"], cfg["logging.format"])
     cert, key = tls.cert_paths(data_dir, cfg["tls.cert_file"], cfg["tls.key_file"])
     for path in (cert, key):
         if not path.exists():

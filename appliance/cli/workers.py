@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import os
 from pathlib import Path
 
 import click
 
-from appliance import clock
+from appliance import clock, logs
 from appliance.cli.common import cli_actor, data_dir_option, database, load_config
 from appliance.store import apply_sync
 from appliance.workers import store
@@ -127,8 +126,10 @@ def _default_work_dir() -> Path:
               help="DNS server the OSINT engines' brute force asks (engines.resolver).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text or JSON objects (journald, SIEM).")
 def worker(appliance: str, token: str, queue_url: str, ca_file: Path | None, concurrency: int, work_dir: Path,
-           engine_paths: tuple[str, ...], resolver: str, log_level: str) -> None:
+           engine_paths: tuple[str, ...], resolver: str, log_level: str, log_format: str) -> None:
     """Run a remote scan worker (a sensor inside a network segment).
 
     It needs no data dir and no database: only the appliance's Redis queue and its HTTPS API.
@@ -141,7 +142,7 @@ def worker(appliance: str, token: str, queue_url: str, ca_file: Path | None, con
     from appliance.workers.remote import WorkerError, WorkerOptions, run_worker
 
     os.umask(0o077)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)
     if not queue_url.startswith(("redis://", "rediss://")):
         raise click.BadParameter("must start with redis:// or rediss://", param_hint="--queue-url")
     try:

@@ -10,11 +10,13 @@ import contextlib
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import logs
 from appliance.scanning.intake import Claim
 from appliance.scanning.job import Job, JobError
 from appliance.scanning.reporter import Reporter, ReportError
@@ -50,6 +52,10 @@ class ScanTask:
             return "malformed"
         if self._stopping.is_set():
             return "stopping"  # the reconciler re-enqueues what is still queued
+        with logs.scan_context(job.scan_id):
+            return self._claim_and_run(job)
+
+    def _claim_and_run(self, job: Job) -> str:
         workdir = self._workdirs / job.scan_id
         try:
             claim = self._reporter.claim(job, str(workdir))
@@ -58,14 +64,20 @@ class ScanTask:
             return "unclaimed"
         if claim is None:
             return "skipped"  # cancelled while queued, claimed elsewhere, refused, or must wait
+        started = time.monotonic()
         try:
-            return self._run(claim, workdir)
+            outcome = self._run(claim, workdir)
         except Exception as exc:  # a bug must fail the scan, never leave it running
             log.exception("scan %s crashed", job.scan_id)
             # Unreachable appliance: the lease expires and the reconciler takes over.
             with contextlib.suppress(ReportError):
                 self._reporter.finish(claim, "failed", "INTERNAL_ERROR", f"worker error: {type(exc).__name__}")
-            return "crashed"
+            outcome = "crashed"
+        seconds = round(time.monotonic() - started, 3)
+        log.info("scan %s: %s on %s ended: %s after %.1f s", job.scan_id, job.scan_type, job.target, outcome, seconds,
+                 extra={"cix": {"event": "scan.end", "engine": job.scan_type, "target": job.target,
+                                "status": outcome, "durationSeconds": seconds}})
+        return outcome
 
     def _run(self, claim: Claim, workdir: Path) -> str:
         job = claim.job
@@ -81,7 +93,9 @@ class ScanTask:
         workdir.mkdir(parents=True, mode=0o700)
         spec = ScanSpec(job.scan_id, job.target, job.target_type, job.options, job.timeout, workdir,
                         found.path or engine.binary, job.addresses, engine.data_dir)
-        log.info("scan %s: %s started on %s", job.scan_id, job.scan_type, job.target)
+        log.info("scan %s: %s started on %s", job.scan_id, job.scan_type, job.target,
+                 extra={"cix": {"event": "scan.start", "engine": job.scan_type, "target": job.target,
+                                "targetType": job.target_type}})
         result, lost = self._execute(engine, spec, claim)
         stored, kept = self._store(claim, engine.name, engine.parse(spec), job.max_findings)
         if lost or not kept:
@@ -105,7 +119,8 @@ class ScanTask:
 
     def _finish(self, claim: Claim, status: str, code: str | None = None, message: str | None = None) -> str:
         self._reporter.finish(claim, status, code, message)
-        log.info("scan %s: %s (%s)", claim.job.scan_id, status, code or "ok")
+        if code:
+            log.info("scan %s: %s (%s: %s)", claim.job.scan_id, status, code, message)
         return status
 
     def _execute(self, engine: Engine, spec: ScanSpec, claim: Claim) -> tuple[RunResult, bool]:

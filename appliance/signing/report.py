@@ -206,11 +206,9 @@ def _bytes_of(parts: Callable[[Snapshot, sqlite3.Row, Origin], Iterator[tuple[st
     return lambda snapshot, scan, origin: _emit(parts(snapshot, scan, origin), _Out(None, locate=False))
 
 
-# Formats a detached signature may cover: format -> the bytes it produces for a scan, read through
-# the snapshot (which answers ``all``/``one``/``scalar`` like :class:`appliance.store.Reader`). An
-# export format registers its byte stream here, e.g.
-#     SIGNABLE["csv"] = lambda snap, scan, origin: exports.export_chunks("csv", snap, "scan_id = ?", [scan["id"]], ...)
-# and must be deterministic for a finished scan (no time of its own, a fixed order).
+# Formats a detached signature may cover, made here from one snapshot: format -> its bytes for a
+# scan. (The export formats, sarif, csv and jsonl, are signed by appliance.api.results over the
+# bytes appliance.exports produces.)
 SIGNABLE: dict[str, Callable[[Snapshot, sqlite3.Row, Origin], Iterator[bytes]]] = {
     "report": _bytes_of(report_parts),
     "json": _bytes_of(results_parts),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,14 @@ class Reader:
                 self._all.append(conn)
         return conn
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    def one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.conn().execute(sql, params).fetchone()
         return row
 
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, params).fetchall()
 
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         row = self.conn().execute(sql, params).fetchone()
         return None if row is None else row[0]
 

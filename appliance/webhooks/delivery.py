@@ -17,7 +17,7 @@ import sqlite3
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -73,6 +73,8 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        # Told the delivery's status after each recorded attempt (metrics).
+        self.on_attempt: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         # No keep-alive: a pooled connection is keyed by address, and one verified for one name
@@ -177,6 +179,10 @@ class DeliveryEngine:
                 headers = signing.headers(row["event"], row["id"], int(time.time()), body, secrets)
                 result = await self.send(destination, headers, body)
         await self._writer.write(*self._record(row, result))
+        if self.on_attempt is not None:
+            status = self._reader.scalar("SELECT status FROM webhook_deliveries WHERE id = ?", (row["id"],))
+            if status is not None:
+                self.on_attempt(status)
         if not result.ok:
             log.info("delivery %s (%s) attempt %d failed: %s", row["id"], row["event"], row["attempt"] + 1,
                      result.error)

@@ -35,6 +35,8 @@ class EventDispatcher:
         self._retries = retries
         self._scan_json = scan_json
         self._on_new = on_new
+        # Called with each batch of outbox rows once the batch is dispatched (metrics): every row once.
+        self.on_events: Callable[[list[sqlite3.Row]], None] | None = None
 
     def cursor(self) -> int:
         return int(self._reader.scalar("SELECT value FROM meta WHERE key = 'events_cursor'") or 0)
@@ -76,6 +78,8 @@ class EventDispatcher:
                 statements.append(self._delivery(event, data, now, callback_url=callback))
             created += len(subscribed) + bool(callback)
         applied = (await self._writer.write(Op(statements, guarded=True)))[0]
+        if applied and self.on_events is not None:
+            self.on_events(events)
         if applied and created:
             self._on_new()
         return created if applied else 0

@@ -7,9 +7,9 @@ from typing import Any
 
 from appliance import clock
 from appliance.audit import audit_op
+from appliance.bodies import WebhookPatch, WebhookRequest, given, parse
 from appliance.errors import ValidationError
 from appliance.store.ops import Op, Statement
-from appliance.validate import Body, check_strings
 from appliance.webhooks.secretbox import SecretBox, new_secret
 
 EVENTS = ("scan.queued", "scan.started", "scan.completed", "scan.failed", "scan.cancelled")
@@ -22,26 +22,14 @@ UNHEALTHY_AFTER = 5  # consecutive failed attempts
 def parse_body(data: Any, partial: bool = False) -> dict[str, Any]:
     """Fields of a create (or, ``partial``, a PATCH) body as column values; the URL's egress check
     is the caller's (it resolves names)."""
-    body = Body(data, FIELDS)
-    out: dict[str, Any] = {}
-    name = body.string("name", required=not partial)
-    if name is not None:
-        out["name"] = name
-    url = body.string("url", required=not partial, max_length=2048)
-    if url is not None:
-        out["url"] = url
-    if body.data.get("events") is not None:
-        events = check_strings("events", body.data["events"], max_items=len(EVENTS), max_length=64, choices=EVENTS)
-        if not events:
-            raise ValidationError("events", "must name at least one event")
-        out["events"] = json.dumps(events)
+    body = given(parse(data, WebhookPatch if partial else WebhookRequest))
+    out: dict[str, Any] = {k: body[k] for k in ("name", "url") if k in body}
+    if "events" in body:
+        out["events"] = json.dumps(list(dict.fromkeys(body["events"])))
     elif not partial:
         out["events"] = json.dumps(DEFAULT_EVENTS)
-    active = body.data.get("isActive")
-    if active is not None:
-        if not isinstance(active, bool):
-            raise ValidationError("isActive", "must be a boolean")
-        out["is_active"] = int(active)
+    if "isActive" in body:
+        out["is_active"] = int(body["isActive"])
     if partial and not out:
         raise ValidationError("body", "names no field to change")
     return out

@@ -201,7 +201,7 @@ async def test_routes_scopes_and_tenants(client, data_dir, tmp_path):
                  "/api/v1/scans/not-a-uuid/report", f"/api/v1/scans/{scan_id}/report?scanType=zap"):
         response = await client.get(path, headers={"X-API-Key": outsider} if "not-a" not in path else {})
         assert response.status_code == 404 and response.json()["code"] == "SCAN_NOT_FOUND", path
-    bad = await client.get(f"/api/v1/scans/{scan_id}/results/signature?format=sarif")
+    bad = await client.get(f"/api/v1/scans/{scan_id}/results/signature?format=pdf")
     assert bad.status_code == 400 and bad.json()["details"][0]["field"] == "format"
     unknown = await client.get(f"/api/v1/scans/{scan_id}/report?limit=5")
     assert unknown.status_code == 400 and unknown.json()["details"][0]["field"] == "limit"
@@ -241,6 +241,31 @@ async def test_detached_signatures_cover_the_exact_bytes_of_a_format(client, dat
     assert not verify_report(wrapped, pinned).ok
 
 
+async def test_exports_carry_a_signature_over_their_exact_bytes(client, data_dir, tmp_path):
+    from appliance.signing.signature import parse_header_value
+    from appliance.signing.verify import pinned_keys
+
+    services = client.app.state.services
+    pinned = pinned_keys([pem_file(data_dir, tmp_path)])
+    finished, running = await add_scan(services, 25), await add_scan(services, 5, status="running")
+    for fmt in ("sarif", "csv", "jsonl"):
+        exported = await client.get(f"/api/v1/scans/{finished}/results?format={fmt}")
+        assert exported.status_code == 200, exported.text
+        header = parse_header_value(exported.headers["x-certix-report-signature"])
+        assert header["statement"]["format"] == fmt and header["statement"]["scanId"] == finished
+        assert verify_detached(exported.content, json.dumps(header).encode(), pinned).ok
+        detached = await client.get(f"/api/v1/scans/{finished}/results/signature?format={fmt}")
+        assert verify_detached(exported.content, detached.content, pinned).ok
+        changed = verify_detached(exported.content.replace(b"high", b"low!"), detached.content, pinned)
+        assert not changed.ok and "changed" in changed.message
+        filtered = await client.get(f"/api/v1/scans/{finished}/results?format={fmt}&severity=info")
+        assert verify_detached(filtered.content, json.dumps(parse_header_value(
+            filtered.headers["x-certix-report-signature"])).encode(), pinned).ok  # the bytes it was sent
+        # a running scan's findings still change between signing and sending: no signature claimed
+        unsigned = await client.get(f"/api/v1/scans/{running}/results?format={fmt}")
+        assert unsigned.status_code == 200 and "x-certix-report-signature" not in unsigned.headers
+
+
 def test_the_report_streams_with_flat_memory(tmp_path):
     """20,000 findings make a report of about 12 MB; building it holds a few chunks, not the report."""
     import anyio
@@ -268,8 +293,9 @@ def test_the_report_streams_with_flat_memory(tmp_path):
 
 
 async def test_an_export_format_registers_its_bytes_for_detached_signatures(client, data_dir, tmp_path, monkeypatch):
-    """The hook an export format uses: its byte stream (read through the snapshot as through a
-    Reader) is what ``/results/signature?format=...`` signs, and what the header value carries."""
+    """A format registered in ``report.SIGNABLE``: its byte stream (read through the snapshot as
+    through a Reader) is what ``/results/signature?format=...`` signs; the header value form of the
+    block verifies the same bytes."""
     from appliance.signing.signature import header_value
     from appliance.signing.verify import pinned_keys
 
