@@ -52,6 +52,11 @@ class Route:
     links: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
+SIGNATURE: dict[str, Any] = {"type": "object", "required": ["statement", "signatures"],
+                             "description": "statement (scheme, purpose, digest, key ids) and one signature per "
+                                            "algorithm; see docs/verify.md"}
+
+
 def _page(max_limit: int = 100, default: int = 20) -> tuple[Param, ...]:
     return (Param("page", {**INT, "minimum": 1, "maximum": 10**9, "default": 1}, "page number, from 1"),
             Param("limit", {**INT, "minimum": 1, "maximum": max_limit, "default": default}, "items per page"))
@@ -139,6 +144,16 @@ def routes() -> list[Route]:
               "whole set as a file (format=sarif|csv|jsonl, no page/limit)", "results:read", data="results",
               query=(SCAN_ID, *RESULT_FILTERS, Param("format", _enum(("json", *exports.FORMATS)), "default json"),
                      Param("scanType", STR), *_page(1000, 100)), errors=NOT_FOUND),
+        Route("GET", f"{API}/scans/{{scan_id}}/report", "getScanReport", "The scan, its summary and every finding "
+              "as one document signed with Ed25519 and ML-DSA-65 (RFC 8785 canonical JSON)", "results:read",
+              data="report", query=(SCAN_ID, Param("scanType", STR)), errors=NOT_FOUND),
+        Route("GET", f"{API}/scans/{{scan_id}}/results/signature", "getResultsSignature", "A detached hybrid "
+              "signature over the exact bytes of a format", "results:read", data=SIGNATURE,
+              query=(SCAN_ID, Param("format", _enum(("report", "json", *exports.FORMATS)), "default report"),
+                     Param("scanType", STR)), errors=NOT_FOUND),
+        Route("GET", f"{API}/signing-key", "listSigningKeys", "Every public key that signs reports, retired ones "
+              "included", "", data={"type": "array", "items": {"type": "object", "required": [
+                  "keyId", "algorithm", "publicKey"]}}),
         Route("GET", f"{API}/scans/{{scan_id}}/diff", "diffScan", "Findings new, fixed and unchanged against another "
               "scan of the same tenant and type, by fingerprint", "results:read", data=("paged-object", m.Diff),
               query=(SCAN_ID, Param("against", STR, "the id of the scan to compare with", required=True),
@@ -274,6 +289,10 @@ def _success(route: Route, refs: Mapping[Any, dict[str, Any]]) -> dict[str, Any]
         return {"text/plain": {"schema": STR}}
     if data == "openapi":
         return {"application/json": {"schema": {"type": "object"}}}
+    if data == "report":  # a signed document, not an envelope: see docs/verify.md
+        return {"application/json": {"schema": {"type": "object", "required": ["report", "signature"]}}}
+    if isinstance(data, dict):
+        return {"application/json": {"schema": _envelope(data)}}
     if data == "results":
         return {"application/json": {"schema": _envelope(refs[m.Results], paged=True)},
                 "application/sarif+json": {"schema": {"type": "object", "required": ["version", "runs"]}},
@@ -364,10 +383,13 @@ def document(engines: Mapping[str, Scanner]) -> dict[str, Any]:
             "operationId": route.op_id, "summary": route.summary, "responses": responses,
             "x-error-codes": {str(s): list(c) for s, c in errors.items()},
         }
-        if route.scope is not None:
+        if route.scope:
             operation["security"] = [{"ApiKey": []}]
             operation["x-scopes"] = [route.scope]
             operation["description"] = f"Scope: `{route.scope}`."
+        elif route.scope is not None:  # "": any valid API key, no scope needed
+            operation["security"] = [{"ApiKey": []}]
+            operation["description"] = "Any valid API key; no scope needed."
         else:
             operation["security"] = []
         parameters = _parameters(route)

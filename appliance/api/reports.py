@@ -3,6 +3,7 @@ signatures over the exact bytes a format produces. See docs/verify.md."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import uuid
 from typing import TYPE_CHECKING
@@ -17,9 +18,12 @@ from appliance.api.envelope import check_query, ok
 from appliance.api.results import export_signature
 from appliance.errors import ApiError, ValidationError
 from appliance.signing import report
+from appliance.signing.keys import SigningKeyError
 
 if TYPE_CHECKING:
     from appliance.services import Services
+
+log = logging.getLogger(__name__)
 
 
 def _tenant_scan(services: Services, request: Request, tenant_id: str) -> sqlite3.Row:
@@ -40,14 +44,26 @@ async def signing_keys(request: Request) -> JSONResponse:
     """Every public key, current and retired: any valid key may read them (they are public)."""
     services, _ = authorize(request, None)
     check_query(request, ())
+    await _usable_keys(services)
     keys = await asyncio.to_thread(services.signing.keyring.public_keys)
     return ok([k.json() for k in reversed(keys)])
+
+
+async def _usable_keys(services: Services) -> None:
+    """503 before anything is sent, rather than a report cut off where its signature should be."""
+    try:
+        await asyncio.to_thread(services.signing.keyring.current)
+    except SigningKeyError as exc:
+        log.error("cannot sign: %s", exc)
+        raise ApiError(503, "SERVICE_UNAVAILABLE", "the appliance cannot read its signing keys; "
+                       "its operator will find why in its log") from None
 
 
 async def scan_report(request: Request) -> StreamingResponse:
     services, grant = authorize(request, "results:read")
     check_query(request, ("scanType",))
     row = _tenant_scan(services, request, grant.tenant_id)
+    await _usable_keys(services)
     origin = await services.signing.origin(row["scan_type"])
     body = report.document(services.config.db_path, services.config["storage.busy_timeout_ms"], row["id"],
                            origin, services.signing.keyring)
@@ -63,6 +79,7 @@ async def results_signature(request: Request) -> JSONResponse:
     if fmt not in report.SIGNABLE and fmt not in exports.FORMATS:
         raise ValidationError("format", f"must be one of {', '.join([*report.SIGNABLE, *exports.FORMATS])}")
     row = _tenant_scan(services, request, grant.tenant_id)
+    await _usable_keys(services)
     if fmt in exports.FORMATS:  # the whole export, as GET /results?format=… serves it unfiltered
         return ok(await asyncio.to_thread(export_signature, services, row, fmt, "scan_id = ?", [row["id"]]))
     origin = await services.signing.origin(row["scan_type"])

@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +58,17 @@ class Snapshot:
     def scan(self, scan_id: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
 
     def finding_bodies(self, scan_id: str) -> Iterator[str]:
         cursor = self._conn.execute("SELECT body FROM findings WHERE scan_id = ? ORDER BY severity_rank, seq",
@@ -110,11 +121,19 @@ class _Out:
         self.crcs: array.array[int] | None = array.array("I") if locate else None
         self._buffer: list[bytes] = []
         self._size = 0
+        self._in_list = False  # the last piece was a finding: the next finding follows a comma
 
     def add(self, text: str, finding: bool = False) -> bytes | None:
         data = text.encode("utf-8")
-        if finding and self.crcs is not None:
-            self.crcs.append(zlib.crc32(data[1:] if data[:1] == b"," else data))
+        if finding:
+            if self._in_list:
+                self._buffer.append(b",")
+                self._size += 1
+            self._in_list = True
+            if self.crcs is not None:
+                self.crcs.append(zlib.crc32(data))
+        else:
+            self._in_list = False
         self._buffer.append(data)
         self._size += len(data)
         return self.flush() if self._size >= CHUNK_BYTES else None
@@ -140,10 +159,9 @@ def _emit(parts: Iterator[tuple[str, bool]], out: _Out) -> Iterator[bytes]:
 
 
 def _findings(snapshot: Snapshot, scan_id: str) -> Iterator[tuple[str, bool]]:
-    first = True
+    """Each finding's JCS text (:class:`_Out` puts the commas between them)."""
     for body in snapshot.finding_bodies(scan_id):
-        yield (jcs.from_json(body) if first else "," + jcs.from_json(body)), True
-        first = False
+        yield jcs.from_json(body), True
 
 
 def members(scan: sqlite3.Row, origin: Origin) -> dict[str, Any]:
@@ -183,11 +201,17 @@ def locators(report_members: dict[str, Any], finding_crcs: Iterable[int]) -> dic
                         for name, value in sorted(report_members.items()) if name != "findings"}}
 
 
-# Formats a detached signature may cover: format -> the text of its bytes. An export format added
-# later registers its own byte stream here (deterministic for a finished scan).
-SIGNABLE: dict[str, Callable[[Snapshot, sqlite3.Row, Origin], Iterator[tuple[str, bool]]]] = {
-    "report": report_parts,
-    "json": results_parts,
+def _bytes_of(parts: Callable[[Snapshot, sqlite3.Row, Origin], Iterator[tuple[str, bool]]]
+              ) -> Callable[[Snapshot, sqlite3.Row, Origin], Iterator[bytes]]:
+    return lambda snapshot, scan, origin: _emit(parts(snapshot, scan, origin), _Out(None, locate=False))
+
+
+# Formats a detached signature may cover, made here from one snapshot: format -> its bytes for a
+# scan. (The export formats, sarif, csv and jsonl, are signed by appliance.api.results over the
+# bytes appliance.exports produces.)
+SIGNABLE: dict[str, Callable[[Snapshot, sqlite3.Row, Origin], Iterator[bytes]]] = {
+    "report": _bytes_of(report_parts),
+    "json": _bytes_of(results_parts),
 }
 
 
@@ -225,16 +249,14 @@ def detached(db_path: Path, busy_timeout_ms: int, scan_id: str, origin: Origin, 
         scan = snapshot.scan(scan_id)
         if scan is None:
             raise LookupError(f"scan {scan_id} is gone")
-        out = _Out(_Digest(), locate=False)
+        digest = _Digest()
         try:
-            for _ in _emit(SIGNABLE[fmt](snapshot, scan, origin), out):
-                pass
-            assert out.digest is not None
-            digest = out.digest.hexdigest()
+            for chunk in SIGNABLE[fmt](snapshot, scan, origin):
+                digest.update(chunk)
+            hexdigest = digest.hexdigest()
         finally:
-            if out.digest is not None:
-                out.digest.close()
+            digest.close()
     finally:
         snapshot.close()
-    return sign(keyring, "export", "SHA-512", digest, {"scanId": scan_id, "format": fmt})
+    return sign(keyring, "export", "SHA-512", hexdigest, {"scanId": scan_id, "format": fmt})
 

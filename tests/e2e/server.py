@@ -1,6 +1,7 @@
 """A real ``cix-appliance serve`` process for end-to-end tests, on a free 127.0.0.1 port."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,8 +69,14 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Signal our server process by its pid and wait for it; returns its exit status."""
         assert self.proc is not None
+        # The one-file binary is a bootloader running the server as its child: a SIGKILL of the
+        # bootloader alone would leave that child serving. A crash takes both, as systemd's does.
+        children = _children(self.proc.pid) if sig == signal.SIGKILL else []
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
         try:
             return self.proc.wait(timeout)
         finally:
@@ -82,3 +89,15 @@ class Server:
             scan = client.get(f"/api/v1/scans/{scan_id}").json()["data"]
             return scan if scan["status"] in ("completed", "failed", "cancelled") else None
         return wait_for(check, timeout, interval=0.5, what=f"scan {scan_id}")
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of our process ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+    except OSError:
+        pass
+    return found

@@ -69,3 +69,16 @@ def test_rotation_keeps_public_keys_and_deletes_private_ones(data_dir, admin_key
     assert len(lines) == 6 and sum("retired" in line for line in lines) == 4
     pem = run_cli("signing-key", "show", "--pem", "--data-dir", str(data_dir))
     assert pem.count("BEGIN PUBLIC KEY") == 6
+
+
+async def test_unreadable_keys_answer_503_before_any_report_byte(client, data_dir):
+    from tests.signing.common import add_scan
+
+    scan_id = await add_scan(client.app.state.services, 2)
+    assert (await client.get(f"/api/v1/scans/{scan_id}/report")).status_code == 200
+    (data_dir / "signing" / "keys.json").write_text("{broken")
+    for path in (f"/api/v1/scans/{scan_id}/report", f"/api/v1/scans/{scan_id}/results/signature",
+                 "/api/v1/signing-key"):
+        answer = await client.get(path)
+        assert answer.status_code == 503 and answer.json()["code"] == "SERVICE_UNAVAILABLE", path
+        assert str(data_dir) not in answer.text  # no file path in the answer

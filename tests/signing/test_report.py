@@ -290,3 +290,27 @@ def test_the_report_streams_with_flat_memory(tmp_path):
     tracemalloc.stop()
     assert size > 10_000_000
     assert peak < 4_000_000, f"peak {peak} bytes for a {size}-byte report"
+
+
+async def test_an_export_format_registers_its_bytes_for_detached_signatures(client, data_dir, tmp_path, monkeypatch):
+    """A format registered in ``report.SIGNABLE``: its byte stream (read through the snapshot as
+    through a Reader) is what ``/results/signature?format=...`` signs; the header value form of the
+    block verifies the same bytes."""
+    from appliance.signing.signature import header_value
+    from appliance.signing.verify import pinned_keys
+
+    def jsonl(snapshot, scan, origin):
+        rows = snapshot.all("SELECT body FROM findings WHERE scan_id = ? ORDER BY severity_rank, seq", (scan["id"],))
+        yield "".join(r["body"] + "\n" for r in rows).encode()
+
+    monkeypatch.setitem(report.SIGNABLE, "jsonl", jsonl)
+    scan_id = await add_scan(client.app.state.services, 12)
+    answer = await client.get(f"/api/v1/scans/{scan_id}/results/signature?format=jsonl")
+    assert answer.status_code == 200 and answer.json()["data"]["statement"]["format"] == "jsonl"
+    rows = client.app.state.services.reader.all(
+        "SELECT body FROM findings WHERE scan_id = ? ORDER BY severity_rank, seq", (scan_id,))
+    exported = "".join(r["body"] + "\n" for r in rows).encode()
+    pinned = pinned_keys([pem_file(data_dir, tmp_path)])
+    assert verify_detached(exported, answer.content, pinned).ok
+    assert verify_detached(exported, header_value(answer.json()["data"]).encode(), pinned).ok
+    assert not verify_detached(exported.replace(b"rule-1", b"rule-2", 1), answer.content, pinned).ok
