@@ -19,21 +19,24 @@ from appliance.api.middleware import ERROR_CODE, Observer, RequestMiddleware
 from appliance.config import Config
 from appliance.errors import ApiError, StorageFull
 from appliance.metrics import metrics_endpoint
+from appliance.routing import PrefixRouter
+from appliance.scanning.reporter import INTERNAL_PREFIX
 from appliance.services import Services
 from appliance.workers import routes as worker_routes
 
 API_PREFIXES = ("/api/v1", "/scan-api/api/v1")
+_HEALTH_OK = b'{"status":"ok"}'
 _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 
-async def health(request: Request) -> JSONResponse:
+async def health(request: Request) -> Response:
     """503 while the appliance cannot store what it is asked to: load balancers route elsewhere and
     the operator sees why."""
     problem = await request.app.state.services.writer.check_health()
     if problem is not None:
         return JSONResponse({"status": "degraded", "reason": problem}, status_code=503,
                             headers={"Retry-After": str(StorageFull.RETRY_AFTER)})
-    return JSONResponse({"status": "ok"})
+    return Response(_HEALTH_OK, media_type="application/json")
 
 
 async def openapi_json(request: Request) -> Response:
@@ -77,8 +80,8 @@ def create_app(config: Config) -> Starlette:
         finally:
             await services.stop()
 
-    # Starlette tries routes in order, a regex match each: the routes CI pipelines poll come first,
-    # then /health (no two paths overlap; a method mismatch is a 405 whatever the order).
+    # Within a prefix, Starlette tries routes in order, a regex match each: the routes CI pipelines
+    # poll come first (no two paths overlap; a method mismatch is a 405 whatever the order).
     api_routes = [*scans.routes, *results.routes, *engines.routes, *keys.routes,
                   *templates.routes, *webhooks.routes, *usage.routes, *audit.routes, *reports.routes,
                   Route("/openapi.json", openapi_json, methods=["GET"])]
@@ -88,12 +91,14 @@ def create_app(config: Config) -> Starlette:
     if services.metrics is not None:
         observers.append(services.metrics.observe_request)
     app = Starlette(
-        routes=[*prefixed(API_PREFIXES[0], api_routes), Route("/health", health, methods=["GET"]),
-                Route("/metrics", metrics_endpoint, methods=["GET"]), *worker_routes.routes,
-                *(r for p in API_PREFIXES[1:] for r in prefixed(p, api_routes))],
         middleware=[Middleware(RequestMiddleware, record=services.calls.record, observers=observers)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
-        lifespan=lifespan,
     )
+    app.router = PrefixRouter(
+        [*prefixed(API_PREFIXES[0], api_routes), Route("/health", health, methods=["GET"]),
+         Route("/metrics", metrics_endpoint, methods=["GET"]), *worker_routes.routes,
+         *(r for p in API_PREFIXES[1:] for r in prefixed(p, api_routes))],
+        prefixes=[f"{p}/" for p in (*API_PREFIXES, INTERNAL_PREFIX)],
+        lifespan=lifespan)
     app.state.services = services
     return app

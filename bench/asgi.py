@@ -111,7 +111,7 @@ async def main(count: int, profile: str | None) -> None:
             if profile:
                 profiler = cProfile.Profile()
                 profiler.enable()
-                case = {"get": 0, "list": 2, "post": 6}[profile]
+                case = {"get": 0, "list": 2, "health": 4, "post": 6}[profile]
                 await loop(app, cases[case][2], cases[case][3], cases[case][4])
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
@@ -121,7 +121,8 @@ async def main(count: int, profile: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--profile", choices=["get", "list", "post"], help="cProfile the appliance on this route")
+    parser.add_argument("--profile", choices=["get", "list", "health", "post"],
+                        help="cProfile the appliance on this route")
     args = parser.parse_args()
     import uvloop
     uvloop.run(main(args.requests, args.profile))

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance import logs
+from appliance.api.middleware import PRINCIPAL
 from appliance.scanning import lifecycle
 from tests.conftest import make_key, serve_in_process
 from tests.helpers import await_for, free_port
@@ -145,6 +146,7 @@ def test_scan_lines_carry_the_scan_id_in_text_and_json(make_task_with_logs):
             reporter = FakeReporter()
             assert make_task_with_logs(reporter)(job(count=1)) == "completed"
             logging.getLogger("appliance.scanning.runner").info("a line from another module")  # not in a scan
+            handler.flush()
             text = stream.getvalue()
         finally:
             logging.getLogger().removeHandler(handler)
@@ -195,3 +197,53 @@ def make_task_with_logs(tmp_path):
         return ScanTask({"fake": FakeEngine()}, reporter, tmp_path / "scans", TaskSettings(tick_seconds=0.1),
                         threading.Event())
     return make
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_access_lines_written_directly_are_the_lines_the_logging_path_writes(fmt, monkeypatch):
+    stream, handler = _capture(fmt)
+    monkeypatch.setattr(logging.root, "handlers", [handler])  # pytest's own handlers off: the direct path
+    monkeypatch.setattr(time, "time", lambda: 1764400000.25)
+    principal = type("Grant", (), {"id": "key-0123456789abcdef"})()
+    scope = {"method": "GET", "route": type("R", (), {"path": "/api/v1/scans/{scan_id}"})(), "root_path": "",
+             PRINCIPAL: principal, "cix.client_ip": "127.0.0.1"}
+    try:
+        with logs.scan_context("scan-9"):
+            assert logs._sole_handler() is handler
+            logs.log_request(scope, 200, 0.0123, "req-1")
+            handler.flush()
+            direct = stream.getvalue()
+            stream.truncate(0)
+            stream.seek(0)
+            logs.access_log.addHandler(logging.NullHandler())  # a handler of its own: the logging path
+            try:
+                logs.log_request(scope, 200, 0.0123, "req-1")
+            finally:
+                logs.access_log.handlers.clear()
+            assert logs._sole_handler() is handler
+            handler.flush()
+            via_logging = stream.getvalue()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert direct == via_logging and direct.count("\n") == 1
+    assert "scan-9" in direct and "key-01234567" in direct and "key-012345678" not in direct
+
+
+def test_log_lines_are_batched_but_warnings_written_at_once():
+    stream, handler = _capture("text")
+    try:
+        handler.flush()
+        stream.truncate(0)
+        stream.seek(0)
+        logging.getLogger("appliance.test").info("first")
+        assert stream.getvalue() == ""  # waits for the batch
+        logging.getLogger("appliance.test").warning("second")
+        lines = stream.getvalue().splitlines()  # the warning, and every line before it
+        assert [line.rsplit(": ", 1)[1] for line in lines] == ["first", "second"]
+        logging.getLogger("appliance.test").info("third")
+        deadline = time.monotonic() + 5
+        while "third" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "third" in stream.getvalue()  # within the batch delay, nothing else logged
+    finally:
+        logging.getLogger().removeHandler(handler)
