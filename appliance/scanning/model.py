@@ -13,6 +13,7 @@ import orjson
 from appliance import clock
 from appliance.scanning.lifecycle import holds_lease
 from appliance.store.ops import Op
+from appliance.store.reader import Reader
 from engines.base import SEVERITIES, Finding
 
 PRIORITIES = ("critical", "high", "normal", "low")
@@ -28,6 +29,13 @@ SCAN_COLUMNS = ("id, scan_type, name, target, target_type, status, priority, pro
 
 SCAN_FIELDS = tuple(c.strip() for c in SCAN_COLUMNS.split(","))
 _SCAN_VALUES = operator.itemgetter(*SCAN_FIELDS)
+
+
+def new_scan_row(reader: Reader) -> dict[str, Any]:
+    """Every column of ``scans`` with its DEFAULT (None without one), evaluated by SQLite itself: a
+    submitted row over these is the row stored, so a submission need not read it back."""
+    return {row["name"]: None if row["dflt_value"] is None else reader.scalar(f"SELECT {row['dflt_value']}")
+            for row in reader.all("PRAGMA table_info(scans)")}
 
 
 def scan_json(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:

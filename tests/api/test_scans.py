@@ -241,3 +241,25 @@ async def test_hostname_targets_are_scanned_at_their_vetted_address(client, spaw
     assert spawned[0][-2:] == ["--", "127.0.0.1"]  # not a second lookup by nmap
     findings = (await client.get(f"/api/v1/scans/{scan['id']}/results")).json()["data"]["findings"]
     assert [(f["host"], f["ip"], f["port"]) for f in findings] == [("localhost", "127.0.0.1", port)]
+
+
+
+async def test_the_submit_answer_is_the_stored_row(client, monkeypatch):
+    """POST answers (and enqueues) the row it committed without reading it back: that row must be what
+    the database holds, to the last column and default, for a plain and a fully specified submission."""
+    services = client.app.state.services
+    built: list[dict[str, Any]] = []
+    real_job = services.dispatcher.job
+    monkeypatch.setattr(services.dispatcher, "job", lambda row, addresses: built.append(dict(row))
+                        or real_job(row, addresses))
+    bodies = [{"target": "127.0.0.1"},
+              {"target": "127.0.0.1", "name": "n", "priority": "high", "timeout": 120, "tags": ["a", "b"],
+               "options": {"ports": "22,80"}, "assetId": "asset-1"}]
+    for body in bodies:
+        answer = await submit(client, **body)
+        assert answer.status_code == 201, answer.text
+        scan = answer.json()["data"]
+        stored = dict(services.reader.one("SELECT * FROM scans WHERE id = ?", (scan["id"],)))
+        assert built.pop() == stored
+        if stored["status"] == "queued":  # the embedded worker may have started it meanwhile
+            assert scan == (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]
