@@ -32,7 +32,7 @@ class Pruner:
 
     async def run_once(self) -> dict[str, int]:
         now = clock.now()
-        counts = {"calls": 0, "deliveries": 0, "findings": 0, "scanDirs": 0}
+        counts = {"calls": 0, "deliveries": 0, "events": 0, "findings": 0, "scanDirs": 0}
         if days := self._config["retention.calls_days"]:
             cut = now - days * DAY
             counts["calls"] = await self._batches(
@@ -40,6 +40,10 @@ class Pruner:
             counts["deliveries"] = await self._batches(
                 "DELETE FROM webhook_deliveries WHERE rowid IN (SELECT rowid FROM webhook_deliveries"
                 " WHERE status != 'pending' AND created_at < ? LIMIT ?)", cut)
+            # The scan-event outbox: only events the webhook dispatcher has already passed.
+            counts["events"] = await self._batches(
+                "DELETE FROM scan_events WHERE id IN (SELECT id FROM scan_events WHERE created_at < ? AND id <="
+                " (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'events_cursor') ORDER BY id LIMIT ?)", cut)
         if days := self._config["retention.findings_days"]:
             counts["findings"] = await self._batches(
                 "DELETE FROM findings WHERE rowid IN (SELECT f.rowid FROM findings f JOIN scans s ON s.id = f.scan_id"

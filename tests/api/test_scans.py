@@ -250,9 +250,13 @@ async def test_the_submit_answer_is_the_stored_row(client, monkeypatch):
     services = client.app.state.services
     built: list[dict[str, Any]] = []
     real_job = services.dispatcher.job
-    monkeypatch.setattr(services.dispatcher, "job", lambda row, addresses: built.append(dict(row))
-                        or real_job(row, addresses))
-    bodies = [{"target": "127.0.0.1"},
+
+    def job(row: dict[str, Any], addresses: list[str]) -> Any:
+        built.append(dict(row))
+        return real_job(row, addresses)
+
+    monkeypatch.setattr(services.dispatcher, "job", job)
+    bodies: list[dict[str, Any]] = [{"target": "127.0.0.1"},
               {"target": "127.0.0.1", "name": "n", "priority": "high", "timeout": 120, "tags": ["a", "b"],
                "options": {"ports": "22,80"}, "assetId": "asset-1"}]
     for body in bodies:

@@ -2,6 +2,7 @@
 and never touches the audit chain."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -36,9 +37,17 @@ async def test_retention(data_dir, admin_key, monkeypatch):
         for scan_id in (old, recent, running):
             (services(client).config.scans_dir / scan_id).mkdir(parents=True)
         audit_before = services(client).reader.scalar("SELECT count(*) FROM audit_events")
-        counts = await services(client).events.pruner.run_once()
         reader = services(client).reader
-        assert counts == {"calls": 20, "deliveries": 0, "findings": 10, "scanDirs": 1}
+        events = [r[0] for r in reader.all("SELECT id FROM scan_events ORDER BY id")]
+        # Old events, of which the dispatcher (held still here) has passed all but the last.
+        dispatcher = next(t for t in asyncio.all_tasks() if t.get_name() == "event-dispatcher")
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)
+        await writer.write(Op([("UPDATE scan_events SET created_at = ? WHERE id <= ?", (now - 40 * DAY, events[3])),
+                               ("UPDATE meta SET value = ? WHERE key = 'events_cursor'", (str(events[2]),))]))
+        counts = await services(client).events.pruner.run_once()
+        assert counts == {"calls": 20, "deliveries": 0, "events": 3, "findings": 10, "scanDirs": 1}
+        assert [r[0] for r in reader.all("SELECT id FROM scan_events ORDER BY id")] == events[3:]
         assert reader.scalar("SELECT count(*) FROM api_calls") == 3
         assert reader.scalar("SELECT count(*) FROM findings WHERE scan_id = ?", (old,)) == 0
         assert reader.scalar("SELECT count(*) FROM findings") == 20
@@ -46,6 +55,6 @@ async def test_retention(data_dir, admin_key, monkeypatch):
         assert kept["status"] == "completed" and kept["resultSummary"]["total"] == 10  # the scan and summary stay
         assert sorted(p.name for p in services(client).config.scans_dir.iterdir()) == sorted([recent, running])
         assert reader.scalar("SELECT count(*) FROM audit_events") == audit_before
-        assert await services(client).events.pruner.run_once() == {"calls": 0, "deliveries": 0, "findings": 0,
-                                                                    "scanDirs": 0}
+        assert await services(client).events.pruner.run_once() == {"calls": 0, "deliveries": 0, "events": 0,
+                                                                    "findings": 0, "scanDirs": 0}
     assert verify(data_dir)[0] == 0
