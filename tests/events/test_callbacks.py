@@ -38,8 +38,11 @@ async def test_final_event_reaches_the_callback_signed_with_the_tenant_secret(da
             second = receiver.received[1]
             assert second.headers["X-CertIX-Signature"] == ",".join(
                 expected_signature(s, second.headers, second.body) for s in (rotated, secret))
-            deliveries = services(client).reader.all("SELECT * FROM webhook_deliveries ORDER BY created_at")
-            assert [d["status"] for d in deliveries] == ["succeeded", "succeeded"]
+            # The receiver has the request before the appliance records its answer: wait for the record.
+            def recorded() -> list | None:
+                rows = services(client).reader.all("SELECT * FROM webhook_deliveries ORDER BY created_at")
+                return rows if [d["status"] for d in rows] == ["succeeded", "succeeded"] else None
+            deliveries = await await_for(recorded, 10, 0.05, "both deliveries recorded as succeeded")
             assert all(d["webhook_id"] is None and d["callback_url"] for d in deliveries)
         actions = await run_cli_async("audit", "list", "--data-dir", str(data_dir))
         assert "tenant.callback_secret_rotated" in actions
