@@ -50,9 +50,14 @@ class Server:
         return httpx.Client(base_url=self.base, verify=self.tls_context(), headers=headers, timeout=30)
 
     def start(self) -> Server:
+        # The one-file binary unpacks itself under $TMPDIR, and a SIGKILL leaves that behind (systemd's
+        # unit clears it before each start): keep it in the test's own directory, not in /tmp.
+        tmp = self.data_dir.parent / "tmp"
+        tmp.mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*self.command, "serve", "--data-dir", str(self.data_dir), "--host",
-                                          "127.0.0.1", "--port", str(self.port)], stdout=log, stderr=log)
+                                          "127.0.0.1", "--port", str(self.port)], stdout=log, stderr=log,
+                                         env={**os.environ, "TMPDIR": str(tmp)})
         wait_for(self._ready, 60, what=f"server on port {self.port} (log: {self.log})")
         return self
 
