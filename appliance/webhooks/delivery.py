@@ -105,8 +105,11 @@ class DeliveryEngine:
     # -- scheduling ------------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 a cancel that lands as the wake event is set
+            # is swallowed by wait_for, and this loop would outlive stop() (shutdown hung on it).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self._start_due()

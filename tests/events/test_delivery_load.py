@@ -100,3 +100,16 @@ async def test_racing_dispatchers_create_each_delivery_once(data_dir, admin_key,
     assert len(rows) == 15 and all(r["n"] == 1 for r in rows)
     assert cursor == last_event
     assert len({r.headers["X-CertIX-Delivery"] for r in receiver.received}) == len(receiver.received) == 15
+
+
+async def test_a_wake_landing_with_the_stop_does_not_keep_the_delivery_loop_alive(data_dir, admin_key):
+    """The stop cancels the scheduling loop; a wake set in the same instant must not swallow that cancel
+    (asyncio.wait_for did, on Python 3.11: shutdown then hung for good)."""
+    async with events_app(data_dir, admin_key, None) as client:
+        engine = services(client).events.deliveries
+        loop_task = next(t for t in asyncio.all_tasks() if t.get_name() == "webhook-deliveries")
+        await asyncio.sleep(0.05)  # the loop is waiting for a wake
+        engine.wake()
+        loop_task.cancel()
+        done, _ = await asyncio.wait([loop_task], timeout=5)
+        assert loop_task in done and loop_task.cancelled()
