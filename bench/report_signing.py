@@ -54,7 +54,7 @@ async def store_scan(services: Any, count: int) -> str:
     now = clock.now()
     scan_id = clock.new_id()
     await services.writer.write(lifecycle.submit({
-        "id": scan_id, "tenant_id": tenant, "scan_type": "nmap", "target": "10.0.0.1", "target_type": "ip",
+        "id": scan_id, "tenant_id": tenant, "scan_type": "nmap", "target": "127.0.0.1", "target_type": "ip",
         "status": "completed", "priority": "normal", "timeout": 60, "created_at": now, "queued_at": now,
         "lease_id": "bench"}))
     for start in range(0, count, 5000):

@@ -83,16 +83,16 @@ async def test_the_server_signs_the_head_periodically_and_at_shutdown(data_dir, 
 
 async def test_an_edit_hidden_by_a_rebuilt_chain_is_caught_by_the_checkpoint(data_dir, admin_key):
     for n in range(3):
-        run_cli("targets", "allow", "--data-dir", str(data_dir), f"10.{n}.0.0/16")
+        run_cli("targets", "allow", "--data-dir", str(data_dir), f"203.0.113.{n}/32")  # entries only: no scan
     run_cli("audit", "checkpoint", "--data-dir", str(data_dir))
     checkpoint_id = checkpoint_rows(data_dir / "appliance.db")[0]["id"]
-    run_cli("targets", "allow", "--data-dir", str(data_dir), "10.9.0.0/16")
+    run_cli("targets", "allow", "--data-dir", str(data_dir), "203.0.113.9/32")
     assert verify(data_dir)[0] == 0
     db = data_dir / "appliance.db"
 
     # one byte of an audit row: the chain names the row
-    edit(db, "UPDATE audit_events SET details = replace(details, '10.1.0.0/16', '10.1.0.0/15') WHERE "
-             "details LIKE '%10.1.0.0/16%'")
+    edit(db, "UPDATE audit_events SET details = replace(details, '203.0.113.1/32', '203.0.113.1/31') WHERE "
+             "details LIKE '%203.0.113.1/32%'")
     code, _, err = verify(data_dir)
     assert code == 1 and "content does not match its hash (edited)" in err, err
 
