@@ -91,7 +91,8 @@ def create_app(config: Config) -> Starlette:
     if services.metrics is not None:
         observers.append(services.metrics.observe_request)
     app = Starlette(
-        middleware=[Middleware(RequestMiddleware, record=services.calls.record, observers=observers)],
+        middleware=[Middleware(RequestMiddleware, record=services.calls.record, observers=observers,
+                               body_timeout=config["server.header_timeout_seconds"])],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
     app.router = PrefixRouter(

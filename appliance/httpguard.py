@@ -1,10 +1,12 @@
-"""Limits on what one client can make the server hold while it reads a request.
+"""Limits on what one client can make the server hold while it reads a request, and the HTTP
+protocol of the post-quantum listener that enforces them.
 
-uvicorn bounds an incomplete request only for its h11 parser (``h11_max_incomplete_event_size``);
-with httptools, endless header lines grew one connection past a gigabyte, and an idle or half-sent
-request stayed open for minutes. :class:`GuardedHttpToolsProtocol` counts header bytes and lines and
-puts a deadline on reading each request; :class:`HandshakeTimeoutLoop` puts one on the TLS handshake,
-which happens before any protocol object exists.
+The main listener is granian's (:mod:`appliance.server`), which enforces the same limits in Rust.
+The post-quantum listener hands decrypted bytes to uvicorn's httptools protocol, which bounds an
+incomplete request only for its h11 parser: with httptools, endless header lines grew one connection
+past a gigabyte, and an idle or half-sent request stayed open for minutes.
+:class:`GuardedHttpToolsProtocol` counts header bytes and lines and puts a deadline on reading each
+request; :class:`~appliance.pqtls.PQTLSProtocol` puts one on the TLS handshake.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import uvloop
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -42,7 +43,7 @@ def _raw_response(status: bytes, code: str, message: str) -> bytes:
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
-async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+async def busy(scope: Scope, receive: Receive, send: Send) -> None:
     body = json.dumps({"success": False, "error": "too many connections; retry shortly",
                        "code": "SERVICE_UNAVAILABLE"}).encode()
     await send({"type": "http.response.start", "status": 503, "headers": [
@@ -111,7 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if over:
             log.warning("refusing a request: %d connections open (server.max_connections = %d)",
                         len(self.connections), self.limits.max_connections)
-        self.app = _busy if over else self._real_app
+        self.app = busy if over else self._real_app
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -155,19 +156,3 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 def protocol(limits: Limits) -> type[GuardedHttpToolsProtocol]:
     return type("HttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
-
-
-class HandshakeTimeoutLoop(uvloop.Loop):
-    """uvloop with a TLS handshake deadline on every server: uvicorn passes none (the default is 60 s)."""
-
-    handshake_timeout: ClassVar[float] = 10.0
-
-    # One catch-all signature stands for the base class's overloads.
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:  # type: ignore[override]
-        if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_handshake_timeout", self.handshake_timeout)
-        return await super().create_server(*args, **kwargs)
-
-
-def loop_factory(limits: Limits) -> type[HandshakeTimeoutLoop]:
-    return type("Loop", (HandshakeTimeoutLoop,), {"handshake_timeout": limits.handshake_timeout})

@@ -1,19 +1,30 @@
-"""Starting the ASGI server, behind one function so that another server (granian, a post-quantum
-TLS listener) can replace uvicorn without touching the app."""
+"""Serving the app. granian, embedded in the appliance's own event loop, does the main listener's TLS
+1.3 and HTTP/1.1 in Rust threads; the post-quantum listener (:mod:`appliance.pqtls`) runs beside it
+on the same loop. One lifespan (the embedded queue, the writer), one connection cap, one drain.
+
+What each layer enforces (docs/operations.md, "Connection limits"):
+- granian: TLS 1.3 only, HTTP/1.1 only (HTTP/2 would bring its own, laxer header limits), request
+  headers over 16 KiB or 100 lines answered 431 and closed, the header-read deadline, a 10 s TLS
+  handshake deadline (fixed in granian), at most ``max_connections`` requests in the app at once.
+- :class:`Gate`: 503 in the envelope while more than ``max_connections`` connections are open, and
+  the count of requests in flight that the drain at SIGTERM waits for.
+- the app's RequestMiddleware: the body's idle deadline.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
 import socket
-import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
-from appliance.httpguard import MAX_HEADER_BYTES, Limits, loop_factory, protocol
+from appliance.connections import ConnectionGauge
+from appliance.httpguard import Limits, busy
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -44,51 +55,148 @@ class PQListener:
     context: SSL.Context
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, plus the post-quantum listener on the same loop, app and server state:
-    one connection cap, one drain at shutdown, one set of rate limits and call log."""
+class Gate:
+    """The outermost ASGI layer of both listeners."""
 
-    def __init__(self, config: uvicorn.Config, pq: PQListener | None, handshake_timeout: float) -> None:
-        super().__init__(config)
-        self._pq = pq
-        self._handshake_timeout = handshake_timeout
+    def __init__(self, app: Any, gauge: ConnectionGauge) -> None:
+        self.app = app
+        self.gauge = gauge
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self._pq is None or not self.started:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.gauge.over():
+            log.warning("refusing a request: %d connections open (server.max_connections = %d)",
+                        self.gauge.value(), self.gauge.cap)
+            await busy(scope, receive, send)
             return
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drained(self, seconds: float) -> bool:
+        """Wait until no request is in flight; False if some still are after ``seconds``."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class _QuietExperimentalWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "experimental" not in record.getMessage()  # granian's embedded mode says so at every start
+
+
+def _granian(gate: Gate, host: str, port: int, cert: Path, key: Path, limits: Limits, log_level: str) -> Any:
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    logging.getLogger("_granian").addFilter(_QuietExperimentalWarning())
+    return Server(
+        gate, address=host, port=port, interface=Interfaces.ASGINL,  # the lifespan is run here, once
+        http=HTTPModes.http1, websockets=False, backlog=2048, backpressure=2 * limits.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=int(limits.header_timeout * 1000),
+                                     max_buffer_size=limits.max_header_bytes),
+        ssl_cert=cert, ssl_key=key, ssl_protocol_min=SSLProtocols.tls13,
+        log_enabled=True, log_level=LogLevels(log_level),
+        # granian's lines go through the appliance's handler (text or JSON), not its own.
+        log_dictconfig={"loggers": {"_granian": {"handlers": [], "propagate": True},
+                                    "granian.access": {"handlers": [], "propagate": False}}},
+    )
+
+
+class _PQServer:
+    """The post-quantum listener: uvicorn's guarded httptools protocol (:mod:`appliance.httpguard`)
+    over :class:`~appliance.pqtls.PQTLSProtocol`, on this loop."""
+
+    def __init__(self, pq: PQListener, gate: Gate, limits: Limits) -> None:
+        import uvicorn
+        from uvicorn.server import ServerState
+
+        from appliance.httpguard import protocol
+
+        self.pq = pq
+        self.limits = limits
+        self.config = uvicorn.Config(gate, http=protocol(limits), lifespan="off", access_log=False,
+                                     log_config=None, server_header=False, date_header=False, proxy_headers=False)
+        self.config.load()
+        self.state = ServerState()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
         from appliance.pqtls import PQTLSProtocol
 
-        pq, config = self._pq, self.config
+        config, state = self.config, self.state
 
         def http() -> asyncio.Protocol:
             made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state)
+                config=config, server_state=state, app_state={})
             return made
 
-        server = await asyncio.get_running_loop().create_server(
-            lambda: PQTLSProtocol(pq.context, http, self._handshake_timeout), sock=pq.sock, backlog=config.backlog)
-        self.servers.append(server)  # closed, and its connections drained, with the main listener's
-        host, port = pq.sock.getsockname()[:2]
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: PQTLSProtocol(self.pq.context, http, self.limits.handshake_timeout), sock=self.pq.sock,
+            backlog=2048)
+        host, port = self.pq.sock.getsockname()[:2]
         log.info("post-quantum TLS listener (X25519MLKEM768) on %s:%d", host, port)
 
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.state.connections):
+            connection.shutdown()  # idle keep-alive connections close now, busy ones after their answer
 
-def run(app: ASGIApp, sock: socket.socket, context: ssl.SSLContext, grace_seconds: int, limits: Limits,
-        log_level: str = "info", pq: PQListener | None = None) -> None:
-    """Serve ``app`` over TLS on ``sock`` (and ``pq``, if given) until SIGTERM/SIGINT, then drain and
-    return (exit status 0)."""
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app, host=host, port=port, http=protocol(limits), lifespan="on",
-        loop=loop_factory(limits),  # type: ignore[arg-type]  # uvicorn takes a factory, typed as only a name
-        ssl_context_factory=lambda _config, _default: context,
-        timeout_graceful_shutdown=grace_seconds, log_level=log_level, access_log=False,
-        log_config=None,  # uvicorn's lines go through the appliance's handler (text or JSON), not its own
-        server_header=False, date_header=False, proxy_headers=False,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,  # the same bound if h11 is ever chosen
-    )
-    # uvicorn re-raises the signal it caught once it has shut down; with our no-op handler in place
-    # that re-raise is absorbed and the process exits 0, as systemd expects from a clean stop.
+
+async def _serve(app: Starlette, host: str, port: int, cert: Path, key: Path, grace_seconds: int,
+                 limits: Limits, log_level: str, pq: PQListener | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    _Server(config, pq, limits.handshake_timeout).run(sockets=[sock])
+        loop.add_signal_handler(sig, stop.set)
+    ports = {port} | ({pq.sock.getsockname()[1]} if pq else set())
+    gate = Gate(app, ConnectionGauge(ports, limits.max_connections))
+    async with app.router.lifespan_context(app):
+        server = _granian(gate, host, port, cert, key, limits, log_level)
+        serving = asyncio.create_task(server.serve())
+        pq_server = _PQServer(pq, gate, limits) if pq else None
+        if pq_server is not None:
+            await pq_server.start()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():  # granian ended on its own: its error is the process's
+            stopping.cancel()
+            serving.result()
+            log.error("the HTTPS server stopped unexpectedly")
+            return 1
+        log.info("shutting down: no new connections, %d request(s) in flight", gate.in_flight)
+        server.stop()
+        if pq_server is not None:
+            pq_server.stop_accepting()
+        if not await gate.drained(grace_seconds):
+            log.warning("%d request(s) still in flight after %d s; stopping anyway", gate.in_flight, grace_seconds)
+        try:
+            async with asyncio.timeout(5):
+                await serving
+        except TimeoutError:
+            log.warning("the HTTPS server did not stop within 5 s")
+    return 0
+
+
+def run(app: Starlette, sock: socket.socket, cert: Path, key: Path, grace_seconds: int, limits: Limits,
+        log_level: str = "info", pq: PQListener | None = None) -> int:
+    """Serve ``app`` over TLS on ``sock``'s address (and ``pq``, if given) until SIGTERM/SIGINT, then
+    drain and return the exit status (0 for a clean stop)."""
+    import uvloop
+
+    host, port = sock.getsockname()[:2]
+    sock.close()  # it proved the port free; granian binds its own socket now
+    return uvloop.run(_serve(app, host, port, cert, key, grace_seconds, limits, log_level, pq))

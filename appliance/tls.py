@@ -51,7 +51,8 @@ def make_self_signed(directory: Path, hostname: str, days: int = 825) -> tuple[P
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """TLS 1.3 minimum: uvicorn has no flag for it, so the context is built here."""
+    """A TLS 1.3-only server context: ``serve`` builds one to prove the certificate and key load and
+    match before anything starts (granian's own loading would fail only once serving)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_cert_chain(str(cert_file), str(key_file))

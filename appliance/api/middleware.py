@@ -2,6 +2,7 @@
 and the API call log."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
@@ -47,6 +48,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _Stalled(Exception):
+    pass
+
+
 def _envelope(code: str, message: str) -> bytes:
     return json.dumps({"success": False, "error": message, "code": code}).encode()
 
@@ -56,10 +61,11 @@ class RequestMiddleware:
     without the envelope (and, once the request authenticated, without its rate-limit headers)."""
 
     def __init__(self, app: ASGIApp, record: Callable[[dict[str, Any]], None] | None = None,
-                 max_body: int = MAX_BODY, observers: Sequence[Observer] = ()) -> None:
+                 max_body: int = MAX_BODY, observers: Sequence[Observer] = (), body_timeout: float = 10.0) -> None:
         self.app = app
         self.record = record
         self.max_body = max_body
+        self.body_timeout = body_timeout  # the longest wait for the next piece of a request body
         self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,7 +97,11 @@ class RequestMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise _Stalled() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
@@ -115,6 +125,13 @@ class RequestMiddleware:
         except _TooLarge:
             if not state["started"]:
                 await self._reply(scope, send, 413, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB", sent, state)
+        except _Stalled:
+            log.info("a request body stalled for %.0f s on %s %s (request %s)", self.body_timeout, scope["method"],
+                     scope["path"], sent)
+            if not state["started"]:
+                await self._reply(scope, send, 400, "INVALID_JSON",
+                                  f"the request body stopped arriving for {self.body_timeout:.0f} s", sent, state,
+                                  {"connection": "close"})
         except Exception as exc:
             if is_disk_full(exc):
                 log.error("write failed for lack of space on %s %s (request %s): %s", scope["method"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,7 +106,10 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     for path in (cert, key):
         if not path.exists():
             raise click.ClickException(f"TLS file {path} is missing (set tls.cert_file/tls.key_file or re-run init)")
-    context = tls.server_context(cert, key)
+    try:
+        tls.server_context(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise click.ClickException(f"TLS certificate {cert} or key {key} cannot be used: {exc}") from None
     listen_host, listen_port = host or cfg["server.host"], port or cfg["server.port"]
     try:
         sock = bind(listen_host, listen_port)
@@ -116,7 +120,10 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     limits = Limits(header_timeout=cfg["server.header_timeout_seconds"],
                     handshake_timeout=cfg["server.handshake_timeout_seconds"],
                     max_connections=cfg["server.max_connections"])
-    run(create_app(cfg), sock, context, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"], pq)
+    status = run(create_app(cfg), sock, cert, key, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"],
+                 pq)
+    if status:
+        raise SystemExit(status)
 
 
 def _pq_listener(cfg: config_mod.Config, host: str, cert: Path, key: Path) -> PQListener:

@@ -141,6 +141,7 @@ def test_the_pq_listener_keeps_the_handshake_header_and_connection_limits(tmp_pa
         context = ssl.create_default_context(cafile=str(cafile))
         with httpx.Client(base_url=server.base, verify=context) as main:
             assert main.get("/health").status_code == 200  # stays open (keep-alive)
+            time.sleep(0.1)  # the server's count of open connections is up to 50 ms old
             busy = pqclient.request(pq_port, PQ, cafile, "/health")
             assert busy.status == 503 and json.loads(busy.body)["code"] == "SERVICE_UNAVAILABLE"
     finally:

@@ -1,0 +1,87 @@
+"""How many TCP connections the listeners hold, from the kernel: the connection cap's gauge.
+
+granian accepts connections in its Rust threads and tells Python nothing about them, so the count
+comes from the kernel's socket table, asked over netlink (``sock_diag``, what ``ss`` uses): one dump
+of the TCP sockets in the states that hold a server-side descriptor, kept for a short time so that a
+busy server asks at most a few times a second. ``/proc/net/tcp`` would do, but takes milliseconds
+per read on some kernels.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+# TCP_ESTABLISHED, TCP_SYN_RECV and TCP_CLOSE_WAIT: connections the server still holds open.
+_STATES = (1 << 1) | (1 << 3) | (1 << 8)
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_SPORT_AT = _HEADER.size + 4  # inet_diag_msg: family, state, timer, retrans, then the socket id's sport
+
+
+def count(ports: frozenset[int]) -> int:
+    """TCP connections whose local port is one of ``ports`` (both address families)."""
+    total = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
+        for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, _STATES)  # inet_diag_req_v2
+            sock.sendall(_HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                                      _NLM_F_REQUEST | _NLM_F_DUMP, sequence, 0) + request)
+            total += _read_dump(sock, ports)
+    return total
+
+
+def _read_dump(sock: socket.socket, ports: frozenset[int]) -> int:
+    found = 0
+    while True:
+        data = sock.recv(1 << 16)
+        offset = 0
+        while offset + _HEADER.size <= len(data):
+            length, kind = _HEADER.unpack_from(data, offset)[:2]
+            if kind == _NLMSG_DONE:
+                return found
+            if kind == _NLMSG_ERROR or length < _HEADER.size:
+                raise OSError("the kernel refused the socket table dump (sock_diag)")
+            if struct.unpack_from("!H", data, offset + _SPORT_AT)[0] in ports:
+                found += 1
+            offset += (length + 3) & ~3
+
+
+class ConnectionGauge:
+    """The number of open connections on ``ports``, at most ``max_age`` seconds old while it is at or
+    under ``cap``, and at most ``recheck`` seconds old above it: a refusal is never based on
+    connections that closed since.
+
+    When the kernel cannot be asked (no netlink in a sandbox), the gauge reads 0 and says so once:
+    the cap then stops applying, and the descriptor limit (``LimitNOFILE``) is what remains."""
+
+    def __init__(self, ports: Iterable[int], cap: int, max_age: float = 0.05, recheck: float = 0.005) -> None:
+        self.ports = frozenset(ports)
+        self.cap = cap
+        self.max_age = max_age
+        self.recheck = recheck
+        self._value = 0
+        self._at = float("-inf")
+        self._broken = False
+
+    def over(self) -> bool:
+        return self.value() > self.cap
+
+    def value(self) -> int:
+        now = time.monotonic()
+        age = self.recheck if self._value > self.cap else self.max_age
+        if now - self._at >= age and not self._broken:
+            try:
+                self._value = count(self.ports)
+            except OSError as exc:
+                self._broken = True
+                self._value = 0
+                log.warning("cannot count open connections (%s): server.max_connections is not enforced", exc)
+            self._at = now
+        return self._value
