@@ -132,13 +132,15 @@ KEYS: dict[str, Key] = {
     "server.hostname": Key("str", "localhost", "Name put in the self-signed certificate."),
     "server.shutdown_grace_seconds": Key("int", 10, "How long SIGTERM waits for in-flight requests.",
                                          _range(1, 600)),
-    "server.handshake_timeout_seconds": Key("float", 10.0, "A TLS handshake not finished by then is dropped.",
+    "server.handshake_timeout_seconds": Key("float", 10.0, "The post-quantum listener drops a TLS handshake "
+                                            "not finished by then (the main listener's deadline is 10 s, fixed).",
                                             _range(0.5, 60)),
     "server.header_timeout_seconds": Key("float", 10.0, "Time to send a request's line and headers (and the "
                                          "longest pause inside its body); the connection is closed after it.",
                                          _range(0.5, 60)),
-    "server.max_connections": Key("int", 1000, "Open connections served at once; requests beyond it get 503 "
-                                  "(size LimitNOFILE in the systemd unit to match).", _range(1, 100000)),
+    "server.max_connections": Key("int", 1000, "Open connections served at once (both listeners); requests "
+                                  "beyond it get 503 (size LimitNOFILE in the systemd unit to match).",
+                                  _range(1, 100000)),
     "server.pq_port": Key("int", 0, "TCP port of a second HTTPS listener offering post-quantum key exchange "
                           "(X25519MLKEM768); 0: off.", _range(0, 65535)),
     "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),

@@ -48,7 +48,7 @@ async def busy(scope: Scope, receive: Receive, send: Send) -> None:
                        "code": "SERVICE_UNAVAILABLE"}).encode()
     await send({"type": "http.response.start", "status": 503, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close")]})
+        (b"retry-after", b"1"), (b"connection", b"close"), (b"server", b"cix-appliance")]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -162,33 +162,54 @@ async def _serve(app: Starlette, host: str, port: int, cert: Path, key: Path, gr
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    lifespan = app.router.lifespan_context(app)
+    try:
+        await lifespan.__aenter__()
+    except Exception:
+        log.exception("startup failed; exiting")
+        return 3
+    try:
+        return await _until_stopped(app, host, port, cert, key, grace_seconds, limits, log_level, pq, stop)
+    finally:
+        await lifespan.__aexit__(None, None, None)  # the queue's workers and the writer stop last
+
+
+async def _until_stopped(app: Starlette, host: str, port: int, cert: Path, key: Path, grace_seconds: int,
+                         limits: Limits, log_level: str, pq: PQListener | None, stop: asyncio.Event) -> int:
     ports = {port} | ({pq.sock.getsockname()[1]} if pq else set())
     gate = Gate(app, ConnectionGauge(ports, limits.max_connections))
-    async with app.router.lifespan_context(app):
-        server = _granian(gate, host, port, cert, key, limits, log_level)
-        serving = asyncio.create_task(server.serve())
-        pq_server = _PQServer(pq, gate, limits) if pq else None
-        if pq_server is not None:
-            await pq_server.start()
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():  # granian ended on its own: its error is the process's
-            stopping.cancel()
-            serving.result()
+    server = _granian(gate, host, port, cert, key, limits, log_level)
+    serving = asyncio.create_task(server.serve())
+    pq_server = _PQServer(pq, gate, limits) if pq else None
+    if pq_server is not None:
+        await pq_server.start()
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():  # granian ended on its own: its error is the process's
+        stopping.cancel()
+        if serving.exception() is not None:
+            log.error("the HTTPS server failed: %s", serving.exception())
+        else:
             log.error("the HTTPS server stopped unexpectedly")
-            return 1
-        log.info("shutting down: no new connections, %d request(s) in flight", gate.in_flight)
-        server.stop()
-        if pq_server is not None:
-            pq_server.stop_accepting()
-        if not await gate.drained(grace_seconds):
-            log.warning("%d request(s) still in flight after %d s; stopping anyway", gate.in_flight, grace_seconds)
-        try:
-            async with asyncio.timeout(5):
-                await serving
-        except TimeoutError:
-            log.warning("the HTTPS server did not stop within 5 s")
+        return 1
+    log.info("shutting down: no new connections, %d request(s) in flight", gate.in_flight)
+    server.stop()
+    if pq_server is not None:
+        pq_server.stop_accepting()
+    # granian's serve() returns once its connections have answered what they were asked.
+    deadline = _loop_time() + grace_seconds
+    try:
+        async with asyncio.timeout(grace_seconds):
+            await serving
+    except TimeoutError:
+        pass
+    if not await gate.drained(max(0.0, deadline - _loop_time())):
+        log.warning("%d request(s) still in flight after %d s; stopping anyway", gate.in_flight, grace_seconds)
     return 0
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def run(app: Starlette, sock: socket.socket, cert: Path, key: Path, grace_seconds: int, limits: Limits,

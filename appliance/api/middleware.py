@@ -25,6 +25,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RATE_HEADERS = "cix.rate_headers"
 PRINCIPAL = "cix.principal"
 ERROR_CODE = "cix.error_code"  # the contract code of an error answer, set by the app's error handler
+# The HTTP server names itself (with its version, for some) unless the answer already has one.
+SERVER_HEADER = (b"server", b"cix-appliance")
 # Called once per request when its answer is sent: (scope, status, seconds, request id).
 Observer = Callable[[Scope, int, float, str], None]
 
@@ -113,7 +115,7 @@ class RequestMiddleware:
                 state["status"] = message["status"]
                 state["started"] = True
                 headers = list(message.get("headers", ()))
-                headers.append((b"x-request-id", sent.encode()))
+                headers += ((b"x-request-id", sent.encode()), SERVER_HEADER)
                 rate = scope.get(RATE_HEADERS)
                 if rate:
                     headers += [(_header_name(name), str(value).encode()) for name, value in rate.items()]
@@ -161,7 +163,7 @@ class RequestMiddleware:
         state["status"] = status
         state["started"] = True
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"x-request-id", request_id.encode())]
+                   (b"x-request-id", request_id.encode()), SERVER_HEADER]
         for name, value in {**scope.get(RATE_HEADERS, {}), **(extra or {})}.items():
             headers.append((name.lower().encode(), str(value).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -157,3 +157,30 @@ def test_sigterm_hands_running_scans_back_to_the_queue(appliance):
         wait_for(lambda: _pid(server, scan["id"]), 30, what="the scan to run again after the restart")
         assert c.post(f"/api/v1/scans/{scan['id']}/cancel").json()["data"]["status"] == "cancelled"
     assert server.stop() == 0
+
+
+def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_connections(appliance):
+    server, admin = appliance
+    server.start()
+    assert server.proc is not None
+    body = b'{"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "1"}}'
+    head = (b"POST /api/v1/scans HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nX-API-Key: "
+            + admin.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            server.tls_context().wrap_socket(raw, server_hostname="localhost") as conn:
+        conn.sendall(head + body[:10])  # the request is in the app, waiting for the rest of its body
+        time.sleep(0.5)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(1)
+        with pytest.raises(OSError):  # stopped listening, yet the request in flight is still served
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        assert server.proc.poll() is None
+        conn.sendall(body[10:])
+        conn.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    assert server.proc.wait(30) == 0

@@ -1,6 +1,7 @@
 """Issue 10, request input: each test reproduces a finding as it was reported (in-process API)."""
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import sqlite3
@@ -113,6 +114,31 @@ async def test_content_length_that_is_not_an_ascii_decimal():
     assert status == 400 and json.loads(body)["code"] == "VALIDATION_ERROR"
     status, body = await _raw_request([(b"content-length", b"9" * 5000)])
     assert status == 413 and json.loads(body)["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_a_stalled_body_is_400_and_closes_the_connection():
+    """The HTTP server bounds the headers; the body's idle deadline is the middleware's."""
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b'{"scanType":', "more_body": True}]
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        raise AssertionError("the body never ended, yet the app read it all")
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.Event().wait()  # the client stopped sending
+        raise AssertionError("unreachable")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/scans", "headers": [(b"content-length", b"100")]}
+    await asyncio.wait_for(RequestMiddleware(app, body_timeout=0.2)(scope, receive, send), 5)
+    assert sent[0]["status"] == 400 and (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"])["code"] == "INVALID_JSON"
 
 
 # -- item 13: 500s keep the rate-limit headers; a full disk is 503, and /health says so -----------

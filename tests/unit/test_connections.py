@@ -1,0 +1,150 @@
+"""The connection cap's gauge (appliance/connections.py) and the server's Gate (appliance/server.py)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+
+import pytest
+
+from appliance import connections
+from appliance.connections import ConnectionGauge
+from appliance.server import Gate
+
+
+@contextlib.contextmanager
+def listener(family: int = socket.AF_INET, host: str = "127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as srv:
+        srv.bind((host, 0))
+        srv.listen()
+        yield srv
+
+
+def test_count_sees_exactly_the_connections_to_a_port():
+    with listener() as srv, listener() as other:
+        port = srv.getsockname()[1]
+        assert connections.count(frozenset({port})) == 0  # a listening socket is not a connection
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        accepted = [srv.accept()[0] for _ in clients]
+        noise = socket.create_connection(("127.0.0.1", other.getsockname()[1]))
+        try:
+            assert connections.count(frozenset({port})) == 3
+            assert connections.count(frozenset({port, other.getsockname()[1]})) == 4
+            clients[0].close()  # the peer left: the server's side is in CLOSE_WAIT and still held
+            assert connections.count(frozenset({port})) == 3
+            accepted[0].close()
+            assert connections.count(frozenset({port})) == 2
+        finally:
+            for s in (*clients, *accepted, noise):
+                s.close()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_count_sees_ipv6_connections():
+    try:
+        ctx = listener(socket.AF_INET6, "::1")
+        srv = ctx.__enter__()
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    try:
+        port = srv.getsockname()[1]
+        client = socket.create_connection(("::1", port))
+        server_side = srv.accept()[0]
+        assert connections.count(frozenset({port})) == 1
+        client.close()
+        server_side.close()
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def test_the_gauge_is_cached_under_the_cap_and_rechecked_above_it(monkeypatch):
+    counts = iter([1, 5, 2])
+    calls: list[int] = []
+
+    def fake(ports):
+        calls.append(1)
+        return next(counts)
+
+    now = [100.0]
+    monkeypatch.setattr(connections, "count", fake)
+    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005)
+    assert gauge.value() == 1 and not gauge.over()
+    now[0] += 0.04
+    assert gauge.value() == 1 and len(calls) == 1  # under the cap: the count is reused for 50 ms
+    now[0] += 0.02
+    assert gauge.over() and len(calls) == 2  # 5 > 3
+    now[0] += 0.006
+    assert not gauge.over() and len(calls) == 3  # above the cap it is asked again after 5 ms
+
+
+def test_a_kernel_that_refuses_the_count_disables_the_cap_with_one_warning(monkeypatch, caplog):
+    def refuse(ports):
+        raise OSError("no netlink here")
+
+    now = [0.0]
+    monkeypatch.setattr(connections, "count", refuse)
+    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    gauge = ConnectionGauge({1}, cap=3)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            now[0] += 1
+            assert not gauge.over()
+    assert [r.getMessage() for r in caplog.records].count(
+        "cannot count open connections (no netlink here): server.max_connections is not enforced") == 1
+
+
+class FixedGauge(ConnectionGauge):
+    def __init__(self, value: int, cap: int) -> None:
+        super().__init__({1}, cap)
+        self.fixed = value
+
+    def value(self) -> int:
+        return self.fixed
+
+
+async def call(gate: Gate) -> tuple[int, dict[bytes, bytes], bytes]:
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await gate({"type": "http", "method": "GET", "path": "/health", "headers": []}, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_the_gate_answers_503_in_the_envelope_above_the_cap_only():
+    status, headers, body = asyncio.run(call(Gate(ok, FixedGauge(4, cap=3))))
+    assert status == 503 and headers[b"retry-after"] == b"1" and headers[b"connection"] == b"close"
+    assert json.loads(body)["code"] == "SERVICE_UNAVAILABLE"
+    assert asyncio.run(call(Gate(ok, FixedGauge(3, cap=3))))[0] == 200
+
+
+def test_the_gate_counts_requests_in_flight_for_the_drain():
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def slow(scope, receive, send):
+            await release.wait()
+            await ok(scope, receive, send)
+
+        gate = Gate(slow, FixedGauge(0, cap=3))
+        assert await gate.drained(0.01)
+        request = asyncio.create_task(call(gate))
+        await asyncio.sleep(0.01)
+        assert gate.in_flight == 1 and not await gate.drained(0.05)
+        release.set()
+        assert await gate.drained(1) and gate.in_flight == 0
+        assert (await request)[0] == 200
+
+    asyncio.run(scenario())
