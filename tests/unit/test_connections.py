@@ -69,7 +69,7 @@ def test_the_gauge_is_cached_under_the_cap_and_rechecked_above_it(monkeypatch):
 
     now = [100.0]
     monkeypatch.setattr(connections, "count", fake)
-    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
     gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005)
     assert gauge.value() == 1 and not gauge.over()
     now[0] += 0.04
@@ -86,7 +86,7 @@ def test_a_kernel_that_refuses_the_count_disables_the_cap_with_one_warning(monke
 
     now = [0.0]
     monkeypatch.setattr(connections, "count", refuse)
-    monkeypatch.setattr(connections.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
     gauge = ConnectionGauge({1}, cap=3)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
