@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterable
 
@@ -54,34 +55,64 @@ def _read_dump(sock: socket.socket, ports: frozenset[int]) -> int:
 
 
 class ConnectionGauge:
-    """The number of open connections on ``ports``, at most ``max_age`` seconds old while it is at or
-    under ``cap``, and at most ``recheck`` seconds old above it: a refusal is never based on
-    connections that closed since.
+    """The number of open connections on ``ports``, at most about ``max_age`` seconds old.
+
+    A dump costs milliseconds on a busy machine, almost all of it in the kernel with the GIL
+    released, so while requests keep coming a thread of its own refreshes the count every
+    ``max_age`` seconds and requests read the last value. The first request after a quiet second
+    counts at once (a quiet server has time for it), and so does a request that would be refused:
+    a refusal is never based on a count older than ``recheck`` seconds.
 
     When the kernel cannot be asked (no netlink in a sandbox), the gauge reads 0 and says so once:
     the cap then stops applying, and the descriptor limit (``LimitNOFILE``) is what remains."""
 
-    def __init__(self, ports: Iterable[int], cap: int, max_age: float = 0.05, recheck: float = 0.005) -> None:
+    def __init__(self, ports: Iterable[int], cap: int, max_age: float = 0.05, recheck: float = 0.005,
+                 linger: float = 1.0) -> None:
         self.ports = frozenset(ports)
         self.cap = cap
         self.max_age = max_age
         self.recheck = recheck
+        self.linger = linger  # how long the thread keeps counting after the last request
         self._value = 0
         self._at = float("-inf")
+        self._asked = float("-inf")
         self._broken = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def over(self) -> bool:
-        return self.value() > self.cap
+        """Whether more than ``cap`` connections are open."""
+        now = self._asked = time.monotonic()
+        if now - self._at >= self.linger or (self._value > self.cap and now - self._at >= self.recheck):
+            self._refresh()
+        if not self._wake.is_set():
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._refresher, name="connection-gauge", daemon=True)
+                self._thread.start()
+        return self._value > self.cap
 
     def value(self) -> int:
-        now = time.monotonic()
-        age = self.recheck if self._value > self.cap else self.max_age
-        if now - self._at >= age and not self._broken:
-            try:
-                self._value = count(self.ports)
-            except OSError as exc:
-                self._broken = True
-                self._value = 0
-                log.warning("cannot count open connections (%s): server.max_connections is not enforced", exc)
-            self._at = now
+        """The count, taken now unless it is younger than ``recheck`` seconds."""
+        if time.monotonic() - self._at >= self.recheck:
+            self._refresh()
         return self._value
+
+    def _refresh(self) -> None:
+        if self._broken:
+            return
+        try:
+            value = count(self.ports)
+        except OSError as exc:
+            self._broken = True
+            value = 0
+            log.warning("cannot count open connections (%s): server.max_connections is not enforced", exc)
+        self._value, self._at = value, time.monotonic()
+
+    def _refresher(self) -> None:
+        while not self._broken:
+            self._wake.wait()
+            while time.monotonic() - self._asked < self.linger and not self._broken:
+                self._refresh()
+                time.sleep(self.max_age)
+            self._wake.clear()

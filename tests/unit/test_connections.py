@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_count_sees_ipv6_connections():
         ctx.__exit__(None, None, None)
 
 
-def test_the_gauge_is_cached_under_the_cap_and_rechecked_above_it(monkeypatch):
+def test_requests_read_the_last_count_except_after_a_quiet_spell_or_to_refuse(monkeypatch):
     counts = iter([1, 5, 2])
     calls: list[int] = []
 
@@ -70,14 +71,36 @@ def test_the_gauge_is_cached_under_the_cap_and_rechecked_above_it(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(connections, "count", fake)
     monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
-    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005)
-    assert gauge.value() == 1 and not gauge.over()
-    now[0] += 0.04
-    assert gauge.value() == 1 and len(calls) == 1  # under the cap: the count is reused for 50 ms
-    now[0] += 0.02
-    assert gauge.over() and len(calls) == 2  # 5 > 3
+    monkeypatch.setattr(ConnectionGauge, "_refresher", lambda self: None)  # this test: the request side only
+    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005, linger=1.0)
+    assert not gauge.over() and len(calls) == 1  # the first request counts
+    now[0] += 0.5
+    assert not gauge.over() and len(calls) == 1  # busy: the thread's count is read
+    now[0] += 0.6
+    assert gauge.over() and len(calls) == 2  # a quiet second since the last count: counted again, 5 > 3
     now[0] += 0.006
-    assert not gauge.over() and len(calls) == 3  # above the cap it is asked again after 5 ms
+    assert not gauge.over() and len(calls) == 3  # a refusal is rechecked after 5 ms: 2 now
+
+
+def test_the_thread_counts_while_requests_come_and_rests_after(monkeypatch):
+    calls: list[int] = []
+
+    def fake(ports):
+        calls.append(1)
+        return len(calls)
+
+    monkeypatch.setattr(connections, "count", fake)
+    gauge = ConnectionGauge({1}, cap=10_000, max_age=0.01, linger=0.2)
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        gauge.over()
+        time.sleep(0.02)
+    busy = len(calls)
+    assert busy >= 10 and gauge.value() >= busy  # refreshed about every 10 ms, not once per request
+    time.sleep(0.4)
+    rested = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == rested  # no request for longer than linger: the thread waits
 
 
 def test_a_kernel_that_refuses_the_count_disables_the_cap_with_one_warning(monkeypatch, caplog):
@@ -103,6 +126,9 @@ class FixedGauge(ConnectionGauge):
 
     def value(self) -> int:
         return self.fixed
+
+    def over(self) -> bool:
+        return self.fixed > self.cap
 
 
 async def call(gate: Gate) -> tuple[int, dict[bytes, bytes], bytes]:
