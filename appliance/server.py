@@ -5,7 +5,8 @@ on the same loop. One lifespan (the embedded queue, the writer), one connection 
 What each layer enforces (docs/operations.md, "Connection limits"):
 - granian: TLS 1.3 only, HTTP/1.1 only (HTTP/2 would bring its own, laxer header limits), request
   headers over 16 KiB or 100 lines answered 431 and closed, the header-read deadline, a 10 s TLS
-  handshake deadline (fixed in granian), at most ``max_connections`` requests in the app at once.
+  handshake deadline (fixed in granian), and at most twice ``max_connections`` connections accepted
+  (more wait in the kernel's accept queue until one closes).
 - :class:`Gate`: 503 in the envelope while more than ``max_connections`` connections are open, and
   the count of requests in flight that the drain at SIGTERM waits for.
 - the app's RequestMiddleware: the body's idle deadline.
