@@ -180,3 +180,24 @@ def test_the_unit_allows_the_files_the_connection_cap_needs():
     nofile = int(next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("LimitNOFILE=")))
     # connections are dropped at once past twice the cap; databases, queue and scanners need the rest
     assert 2 * KEYS["server.max_connections"].default + 256 <= nofile <= 16384
+
+
+def test_past_twice_the_cap_new_connections_wait_until_one_closes(tmp_path):
+    data = tmp_path / "data"
+    cli_json("init", "--data-dir", str(data), "--allow-loopback")
+    cli("config", "set", "server.max_connections", "3", "--data-dir", str(data))  # header deadline: 10 s
+    server = Server(data).start()
+    held = [server.tls_context().wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
+                                             server_hostname="localhost") for _ in range(6)]  # twice max_connections
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=0.5)
+        with pytest.raises((TimeoutError, ssl.SSLError)), raw:  # in the kernel's queue: no handshake
+            server.tls_context().wrap_socket(raw, server_hostname="localhost")
+        held.pop().close()
+        time.sleep(0.2)
+        with tls(server) as conn:  # a slot is free again
+            assert conn.version() == "TLSv1.3"
+    finally:
+        for conn in held:
+            conn.close()
+        assert server.stop() == 0
