@@ -54,15 +54,17 @@ class EventDispatcher:
         for event in events:
             if event["event"] not in EVENTS:
                 continue
-            scan = self._reader.one("SELECT * FROM scans WHERE id = ?", (event["scan_id"],))
-            if scan is None:
-                continue
             tenant = event["tenant_id"]
             if tenant not in hooks:
                 hooks[tenant] = self._reader.all(
                     "SELECT id, events FROM webhooks WHERE tenant_id = ? AND is_active = 1 ORDER BY created_at",
                     (tenant,))
             subscribed = [h["id"] for h in hooks[tenant] if event["event"] in json.loads(h["events"])]
+            if not subscribed and event["event"] not in FINAL:
+                continue  # nobody to tell (only a final event can have a callback): the scan is not read
+            scan = self._reader.one("SELECT * FROM scans WHERE id = ?", (event["scan_id"],))
+            if scan is None:
+                continue
             callback = scan["callback_url"] if event["event"] in FINAL else None
             if not subscribed and not callback:
                 continue
