@@ -141,6 +141,8 @@ KEYS: dict[str, Key] = {
     "server.max_connections": Key("int", 1000, "Open connections served at once (both listeners); requests "
                                   "beyond it get 503 (size LimitNOFILE in the systemd unit to match).",
                                   _range(1, 100000)),
+    "server.io_threads": Key("int", 1, "Threads that do TLS and HTTP for the main listener (the app runs on "
+                             "one thread whatever this is); more only help with more cores.", _range(1, 64)),
     "server.pq_port": Key("int", 0, "TCP port of a second HTTPS listener offering post-quantum key exchange "
                           "(X25519MLKEM768); 0: off.", _range(0, 65535)),
     "tls.cert_file": Key("str", "", "Operator certificate (PEM). Empty: the self-signed one in the data dir."),

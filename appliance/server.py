@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the app starts: a port in use is one clear error (OSError)
-    before anything has been started, not a failure after "startup complete"."""
+    """A socket bound to ``host:port`` before the app starts, so that a port in use is one clear error
+    (OSError) before anything has been started. The post-quantum listener serves on it; for the main
+    listener it only proves the port free (granian binds its own)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
@@ -96,20 +97,38 @@ class _QuietExperimentalWarning(logging.Filter):
         return "experimental" not in record.getMessage()  # granian's embedded mode says so at every start
 
 
-def _granian(gate: Gate, host: str, port: int, cert: Path, key: Path, limits: Limits, log_level: str) -> Any:
+@dataclass(frozen=True)
+class Listen:
+    """What ``serve`` listens with: the main listener's address, certificate and limits, the
+    post-quantum listener if configured, and how shutdown and logging behave."""
+
+    host: str
+    port: int
+    cert: Path
+    key: Path
+    limits: Limits
+    grace_seconds: int = 10
+    log_level: str = "info"
+    io_threads: int = 1
+    pq: PQListener | None = None
+
+
+def _granian(gate: Gate, listen: Listen) -> Any:
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server.embed import Server
 
     logging.getLogger("_granian").addFilter(_QuietExperimentalWarning())
+    limits = listen.limits
     return Server(
-        gate, address=host, port=port, interface=Interfaces.ASGINL,  # the lifespan is run here, once
-        http=HTTPModes.http1, websockets=False, backlog=2048, backpressure=2 * limits.max_connections,
+        gate, address=listen.host, port=listen.port, interface=Interfaces.ASGINL,  # the lifespan is run here, once
+        http=HTTPModes.http1, websockets=False, backlog=2048, runtime_threads=listen.io_threads,
+        backpressure=2 * limits.max_connections,  # connections accepted at once; more wait in the kernel
         http1_settings=HTTP1Settings(header_read_timeout=int(limits.header_timeout * 1000),
                                      max_buffer_size=limits.max_header_bytes),
-        ssl_cert=cert, ssl_key=key, ssl_protocol_min=SSLProtocols.tls13,
-        log_enabled=True, log_level=LogLevels(log_level),
+        ssl_cert=listen.cert, ssl_key=listen.key, ssl_protocol_min=SSLProtocols.tls13,
+        log_enabled=True, log_level=LogLevels(listen.log_level),
         # granian's lines go through the appliance's handler (text or JSON), not its own.
         log_dictconfig={"loggers": {"_granian": {"handlers": [], "propagate": True},
                                     "granian.access": {"handlers": [], "propagate": False}}},
@@ -157,8 +176,7 @@ class _PQServer:
             connection.shutdown()  # idle keep-alive connections close now, busy ones after their answer
 
 
-async def _serve(app: Starlette, host: str, port: int, cert: Path, key: Path, grace_seconds: int,
-                 limits: Limits, log_level: str, pq: PQListener | None) -> int:
+async def _serve(app: Starlette, listen: Listen) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,18 +188,18 @@ async def _serve(app: Starlette, host: str, port: int, cert: Path, key: Path, gr
         log.exception("startup failed; exiting")
         return 3
     try:
-        return await _until_stopped(app, host, port, cert, key, grace_seconds, limits, log_level, pq, stop)
+        return await _until_stopped(app, listen, stop)
     finally:
         await lifespan.__aexit__(None, None, None)  # the queue's workers and the writer stop last
 
 
-async def _until_stopped(app: Starlette, host: str, port: int, cert: Path, key: Path, grace_seconds: int,
-                         limits: Limits, log_level: str, pq: PQListener | None, stop: asyncio.Event) -> int:
-    ports = {port} | ({pq.sock.getsockname()[1]} if pq else set())
-    gate = Gate(app, ConnectionGauge(ports, limits.max_connections))
-    server = _granian(gate, host, port, cert, key, limits, log_level)
+async def _until_stopped(app: Starlette, listen: Listen, stop: asyncio.Event) -> int:
+    pq = listen.pq
+    ports = {listen.port} | ({pq.sock.getsockname()[1]} if pq else set())
+    gate = Gate(app, ConnectionGauge(ports, listen.limits.max_connections))
+    server = _granian(gate, listen)
     serving = asyncio.create_task(server.serve())
-    pq_server = _PQServer(pq, gate, limits) if pq else None
+    pq_server = _PQServer(pq, gate, listen.limits) if pq else None
     if pq_server is not None:
         await pq_server.start()
     stopping = asyncio.create_task(stop.wait())
@@ -198,27 +216,21 @@ async def _until_stopped(app: Starlette, host: str, port: int, cert: Path, key: 
     if pq_server is not None:
         pq_server.stop_accepting()
     # granian's serve() returns once its connections have answered what they were asked.
-    deadline = _loop_time() + grace_seconds
+    grace = listen.grace_seconds
+    deadline = asyncio.get_running_loop().time() + grace
     try:
-        async with asyncio.timeout(grace_seconds):
+        async with asyncio.timeout(grace):
             await serving
     except TimeoutError:
         pass
-    if not await gate.drained(max(0.0, deadline - _loop_time())):
-        log.warning("%d request(s) still in flight after %d s; stopping anyway", gate.in_flight, grace_seconds)
+    if not await gate.drained(max(0.0, deadline - asyncio.get_running_loop().time())):
+        log.warning("%d request(s) still in flight after %d s; stopping anyway", gate.in_flight, grace)
     return 0
 
 
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
-
-def run(app: Starlette, sock: socket.socket, cert: Path, key: Path, grace_seconds: int, limits: Limits,
-        log_level: str = "info", pq: PQListener | None = None) -> int:
-    """Serve ``app`` over TLS on ``sock``'s address (and ``pq``, if given) until SIGTERM/SIGINT, then
-    drain and return the exit status (0 for a clean stop)."""
+def run(app: Starlette, listen: Listen) -> int:
+    """Serve ``app`` over TLS (and on ``listen.pq``, if given) until SIGTERM/SIGINT, then drain and
+    return the exit status (0 for a clean stop)."""
     import uvloop
 
-    host, port = sock.getsockname()[:2]
-    sock.close()  # it proved the port free; granian binds its own socket now
-    return uvloop.run(_serve(app, host, port, cert, key, grace_seconds, limits, log_level, pq))
+    return uvloop.run(_serve(app, listen))

@@ -316,6 +316,38 @@ def reference_scale(setup: Setup, appliance_rps: float) -> list[Row]:
     return rows
 
 
+def io_thread_scale(setup: Setup) -> list[Row]:
+    """Authenticated GET /scans/:id ÷ the reference with 2 and 4 granian I/O threads
+    (``server.io_threads``; the app itself always runs on one thread)."""
+    assert setup.reference is not None
+    rows = []
+    for threads in (2, 4):
+        app = Appliance(f"io-threads-{threads}", setup.work,
+                        config={"queue.workers": "0", "server.io_threads": str(threads)})
+        app.init()
+        app.start()
+        try:
+            status, body = app.client().call("POST", "/api/v1/scans", app.admin_key,
+                                             {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "80"},
+                                              "tags": ["bench"]})
+            assert status == 201, body
+            app.tool("cancel")
+            path = f"/api/v1/scans/{body['data']['id']}"
+            mine, ref = [], []
+            for _ in range(setup.reps):
+                mine.append(wrk(app.url + path, setup.seconds, keys=setup.keys(app), server_pid=app.pid))
+                ref.append(wrk(setup.reference.url + "/scan", setup.seconds, server_pid=setup.reference.pid))
+        finally:
+            app.stop()
+        ratio = median([m["ok_rps"] / r["rps"] for m, r in zip(mine, ref, strict=True)])
+        rows.append(Row(f"authenticated GET /scans/:id ÷ bare reference, server.io_threads = {threads}",
+                        f"{ratio:.2f}x", "", _invalid(mine),
+                        f"{median([m['ok_rps'] for m in mine]):,.0f} req/s p99 "
+                        f"{median([m['p99_ms'] for m in mine]):.1f} ms; reference "
+                        f"{median([r['rps'] for r in ref]):,.0f} req/s"))
+    return rows
+
+
 def post_scale(setup: Setup) -> list[Row]:
     """POST /scans with 10k, 100k and 1M scans already stored (inserted directly before the start)."""
     app = Appliance("scale", setup.work, config={"queue.workers": "0"})

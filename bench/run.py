@@ -152,6 +152,7 @@ def main() -> int:
             get_rps = float(rows[0].detail.split(" req/s")[0].replace(",", "")) if wanted("get") else 0.0
             if get_rps:
                 rows += measures.reference_scale(setup, get_rps)
+            rows += measures.io_thread_scale(setup)
             rows += measures.post_scale(setup)
         if args.profile:
             profile(setup, setup.appliances[0], args.profile)

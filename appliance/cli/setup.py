@@ -97,7 +97,7 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     """
     from appliance.app import create_app  # the server stack is only loaded by the command that needs it
     from appliance.httpguard import Limits
-    from appliance.server import bind, run
+    from appliance.server import Listen, bind, run
 
     cfg = load_config(data_dir, config_file)
     require_initialized(cfg)
@@ -120,8 +120,11 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
     limits = Limits(header_timeout=cfg["server.header_timeout_seconds"],
                     handshake_timeout=cfg["server.handshake_timeout_seconds"],
                     max_connections=cfg["server.max_connections"])
-    status = run(create_app(cfg), sock, cert, key, cfg["server.shutdown_grace_seconds"], limits, cfg["logging.level"],
-                 pq)
+    bound_host, bound_port = sock.getsockname()[:2]
+    sock.close()  # it proved the port free; granian binds its own socket
+    status = run(create_app(cfg), Listen(bound_host, bound_port, cert, key, limits,
+                                         cfg["server.shutdown_grace_seconds"], cfg["logging.level"],
+                                         cfg["server.io_threads"], pq))
     if status:
         raise SystemExit(status)
 
