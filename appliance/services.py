@@ -29,6 +29,7 @@ from appliance.scanning.task import ScanTask, TaskSettings
 from appliance.signing.service import SigningService
 from appliance.store import Reader, Writer, connect, migrate
 from appliance.store.ops import Op
+from appliance.store.rowcache import RowCache
 from appliance.targets import Policy
 from appliance.usage import CallLog
 from appliance.webhooks.service import EventServices
@@ -60,6 +61,8 @@ class Services:
         self.reader = Reader(config.db_path, busy)
         self.scan_defaults: dict[str, Any] = {}  # every scans column with its DEFAULT, read at start
         self.writer = Writer(config.db_path, busy)
+        self.rows = RowCache(lambda: self.writer.commits,
+                             lambda: int(self.reader.scalar("PRAGMA data_version")))
         self.limiter = RateLimiter()
         self.calls = CallLog()
         self.auth = Authenticator(self.reader, self.limiter, config["server.trusted_proxies"],
@@ -112,7 +115,9 @@ class Services:
         return self._zones
 
     def _check_epoch(self) -> None:
-        """The CLI bumps ``meta.epoch`` on every key, tenant, target or worker change it commits."""
+        """The CLI bumps ``meta.epoch`` on every key, tenant, target or worker change it commits; any
+        commit by another process empties the row cache."""
+        self.rows.check_external()
         epoch = self.reader.scalar("SELECT value FROM meta WHERE key = 'epoch'")
         if epoch != self._epoch:
             self._epoch = epoch

@@ -19,7 +19,6 @@ from appliance.apikeys import KeyGrant
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning import lifecycle, model
 from appliance.scanning.submit import parse_scan
-from appliance.store import Reader
 from appliance.validate import parse_decimal
 from engines.base import SEVERITIES
 
@@ -46,13 +45,15 @@ _SCAN_BY_ID = f"SELECT {model.SCAN_COLUMNS} FROM scans WHERE id = ? AND tenant_i
 _SCAN_TYPE = model.SCAN_FIELDS.index("scan_type")
 
 
-def _scan_values(request: Request, reader: Reader, tenant_id: str) -> tuple[Any, ...]:
+def _scan_values(request: Request, services: Services, tenant_id: str) -> tuple[Any, ...]:
     """The tenant's scan (the values of ``model.SCAN_COLUMNS``), else 404 — also for another
     tenant's scan and a ``scanType`` mismatch."""
     scan_id = request.path_params["scan_id"]
     if not _SCAN_ID.match(scan_id):  # scan ids are lower-case UUIDs: anything else is no scan
         raise _NOT_FOUND
-    values = reader.values(_SCAN_BY_ID, (scan_id, tenant_id))
+    reader = services.reader
+    values = services.rows.read((_SCAN_BY_ID, scan_id, tenant_id),
+                                lambda: reader.values(_SCAN_BY_ID, (scan_id, tenant_id)))
     if values is None:
         raise _NOT_FOUND
     wanted = request.query_params.get("scanType") if request.scope["query_string"] else None
@@ -61,8 +62,8 @@ def _scan_values(request: Request, reader: Reader, tenant_id: str) -> tuple[Any,
     return values
 
 
-def _scan_row(request: Request, reader: Reader, tenant_id: str) -> dict[str, Any]:
-    return dict(zip(model.SCAN_FIELDS, _scan_values(request, reader, tenant_id), strict=True))
+def _scan_row(request: Request, services: Services, tenant_id: str) -> dict[str, Any]:
+    return dict(zip(model.SCAN_FIELDS, _scan_values(request, services, tenant_id), strict=True))
 
 
 async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_id: str | None = None
@@ -132,23 +133,23 @@ async def list_scans(request: Request) -> JSONResponse:
 async def get_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:read")
     check_query(request, ("scanType",))
-    return ok(model.scan_json_values(_scan_values(request, services.reader, grant.tenant_id)))
+    return ok(model.scan_json_values(_scan_values(request, services, grant.tenant_id)))
 
 
 async def cancel_scan(request: Request) -> JSONResponse:
     services, grant = authorize(request, "scans:cancel")
-    row = _scan_row(request, services.reader, grant.tenant_id)
+    row = _scan_row(request, services, grant.tenant_id)
     # A running scan's worker learns of the cancel from its next heartbeat (about a second).
     if row["status"] in lifecycle.TERMINAL or not (await services.writer.write(
             lifecycle.end(row["id"], "cancelled")))[0]:
         raise ApiError(409, "SCAN_NOT_CANCELLABLE", "scan has already finished")
-    return ok(model.scan_json(_scan_row(request, services.reader, grant.tenant_id)))
+    return ok(model.scan_json(_scan_row(request, services, grant.tenant_id)))
 
 
 async def scan_results(request: Request) -> Response:
     services, grant = authorize(request, "results:read")
     check_query(request, RESULT_PARAMS)
-    row = _scan_row(request, services.reader, grant.tenant_id)
+    row = _scan_row(request, services, grant.tenant_id)
     fmt = request.query_params.get("format", "json")
     if fmt != "json" and fmt not in exports.FORMATS:
         raise ValidationError("format", f"must be one of json, {', '.join(exports.FORMATS)}")

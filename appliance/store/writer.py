@@ -58,6 +58,7 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Why writes fail right now ("database or disk is full"), else None; /health reports it.
         self.problem: str | None = None
+        self.commits = 0  # transactions committed: a change here empties the caches of rows read (rowcache.py)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -166,6 +167,7 @@ class Writer:
                     conn.execute("RELEASE w")
                     outcomes.append(exc)
             conn.execute("COMMIT")
+            self.commits += 1
             return outcomes, True
         except Exception as exc:
             if not is_disk_full(exc):

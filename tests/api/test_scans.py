@@ -3,6 +3,7 @@ the real nmap running through the embedded queue, cancel, results, filters."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from typing import Any
 
@@ -267,3 +268,28 @@ async def test_the_submit_answer_is_the_stored_row(client, monkeypatch):
         assert built.pop() == stored
         if stored["status"] == "queued":  # the embedded worker may have started it meanwhile
             assert scan == (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]
+
+
+async def test_a_scan_read_twice_is_read_from_the_database_once_and_never_stale(client, data_dir, monkeypatch):
+    services = client.app.state.services
+    scan = (await client.post("/api/v1/scans", json={"scanType": "nmap", "target": "127.0.0.1",
+                                                     "options": {"ports": "80"}})).json()["data"]
+    reads: list[str] = []
+    values = services.reader.values
+
+    def counted(sql: str, params: Any = ()) -> Any:
+        reads.append(sql)
+        return values(sql, params)
+
+    monkeypatch.setattr(services.reader, "values", counted)
+    for _ in range(3):
+        assert (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]["status"] == scan["status"]
+    assert len(reads) == 1
+    cancelled = (await client.post(f"/api/v1/scans/{scan['id']}/cancel")).json()["data"]
+    assert cancelled["status"] == "cancelled"  # the cancel's commit emptied the cache
+    assert (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]["status"] == "cancelled"
+    # Another process (a CLI command) commits: seen at the server's next check (every 0.5 s).
+    with sqlite3.connect(data_dir / "appliance.db") as conn:
+        conn.execute("UPDATE scans SET name = 'renamed elsewhere' WHERE id = ?", (scan["id"],))
+    services._check_epoch()
+    assert (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]["name"] == "renamed elsewhere"
