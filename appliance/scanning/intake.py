@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from appliance.scanning import lifecycle, model
 from appliance.scanning.dispatch import Dispatcher
@@ -87,9 +88,10 @@ class Intake:
     async def process_started(self, scan_id: str, lease_id: str, pid: int) -> None:
         await self._writer.write(lifecycle.process_started(scan_id, lease_id, pid))
 
-    async def findings(self, scan_id: str, lease_id: str, engine: str, batch: list[Finding],
-                       first_seq: int) -> bool:
-        """Stores a batch; False when the lease is lost (nothing stored)."""
+    async def findings(self, scan_id: str, lease_id: str, engine: str,
+                       batch: Sequence[Finding | Mapping[str, Any]], first_seq: int) -> bool:
+        """Stores a batch (findings, or a remote worker's checked fields by name); False when the lease
+        is lost (nothing stored)."""
         if not batch:
             return self.still_holds(scan_id, lease_id)
         return bool((await self._writer.write(model.findings_op(scan_id, lease_id, engine, batch, first_seq)))[0])
