@@ -2,7 +2,6 @@
 :mod:`appliance.scanning.lifecycle`)."""
 from __future__ import annotations
 
-import functools
 import json
 import operator
 import sqlite3
@@ -13,7 +12,7 @@ import orjson
 
 from appliance import clock
 from appliance.scanning.lifecycle import holds_lease
-from appliance.store.ops import Op, Statement
+from appliance.store.ops import Op
 from appliance.store.reader import Reader
 from engines.base import SEVERITIES, Finding, fingerprint
 
@@ -114,33 +113,18 @@ def _dumps(body: dict[str, Any]) -> str:
 # A repeated fingerprint within a scan is stored once: the finding the worker found first (lowest
 # seq) is kept, whichever batch was committed first. A worker keeps several batches in flight
 # (appliance.scanning.sender), so batches may arrive out of order; the result is the same as in order.
-_INSERT = ("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body) VALUES {rows}"
+_INSERT = ("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body) VALUES (?,?,?,?,?,?,?)"
            " ON CONFLICT (scan_id, fingerprint) DO UPDATE SET id = excluded.id, seq = excluded.seq,"
            " severity_rank = excluded.severity_rank, severity = excluded.severity, body = excluded.body"
            " WHERE excluded.seq < findings.seq")
-# Rows per INSERT statement. The writer's thread needs the GIL between sqlite3 steps; with
-# executemany that is once per row, and while the event loop runs Python it waits up to the switch
-# interval (5 ms) each time: a batch of 500 took seconds under load. One statement per 100 rows
-# takes the GIL 5 times for 500 (and stays far below SQLite's 32,766 parameters).
-_ROWS_PER_INSERT = 100
-
-
-@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
-def _insert(rows: int) -> str:
-    return _INSERT.format(rows=",".join(["(?,?,?,?,?,?,?)"] * rows))
-
-
 def findings_op(scan_id: str, lease_id: str, engine: str, findings: Sequence[Finding | Mapping[str, Any]],
                 first_seq: int) -> Op:
     """One batch of findings (objects, or fields by name), stored only while ``lease_id`` holds the
     scan; a repeated fingerprint within a scan is stored once."""
-    values: list[Any] = []
+    rows = []
     for offset, (finding, finding_id) in enumerate(zip(findings, clock.new_ids(len(findings)), strict=True)):
         body = finding_json(finding, scan_id, engine, finding_id)
         severity = body["severity"]
-        values += (finding_id, scan_id, first_seq + offset, SEVERITY_RANK[severity], severity,
-                   body["fingerprint"], _dumps(body))
-    step = _ROWS_PER_INSERT * 7
-    inserts: list[Statement] = [(_insert(len(values[start:start + step]) // 7), values[start:start + step])
-                                for start in range(0, len(values), step)]
-    return Op([holds_lease(scan_id, lease_id), *inserts], guarded=True)
+        rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[severity], severity,
+                     body["fingerprint"], _dumps(body)))
+    return Op([holds_lease(scan_id, lease_id), (_INSERT, ())], many={1: rows}, guarded=True)
