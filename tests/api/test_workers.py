@@ -128,7 +128,8 @@ async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_r
     c, plain, _ = setup
     scan = await submit(c)
     lease = (await call(c, plain, "claim", scanId=scan["id"])).json()["data"]["leaseId"]
-    wire: dict[str, Any] = {"rule_id": "r", "title": "t", "port": 443, "cve": ["CVE-2024-1"], "raw": {"a": [1, {"b": None}]}}
+    wire: dict[str, Any] = {"rule_id": "r", "title": "t", "port": 443, "cve": ["CVE-2024-1"],
+                            "raw": {"a": [1, {"b": None}]}}
     deep: dict = {}
     inner = deep
     for _ in range(40):
