@@ -113,18 +113,28 @@ def _dumps(body: dict[str, Any]) -> str:
 # A repeated fingerprint within a scan is stored once: the finding the worker found first (lowest
 # seq) is kept, whichever batch was committed first. A worker keeps several batches in flight
 # (appliance.scanning.sender), so batches may arrive out of order; the result is the same as in order.
-_INSERT = ("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body) VALUES (?,?,?,?,?,?,?)"
-           " ON CONFLICT (scan_id, fingerprint) DO UPDATE SET id = excluded.id, seq = excluded.seq,"
-           " severity_rank = excluded.severity_rank, severity = excluded.severity, body = excluded.body"
-           " WHERE excluded.seq < findings.seq")
-def findings_op(scan_id: str, lease_id: str, engine: str, findings: Sequence[Finding | Mapping[str, Any]],
-                first_seq: int) -> Op:
-    """One batch of findings (objects, or fields by name), stored only while ``lease_id`` holds the
-    scan; a repeated fingerprint within a scan is stored once."""
+_INSERT = ("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body)"
+           " VALUES (?,?,?,?,?,?,?) ON CONFLICT (scan_id, fingerprint) DO UPDATE SET id = excluded.id,"
+           " seq = excluded.seq, severity_rank = excluded.severity_rank, severity = excluded.severity,"
+           " body = excluded.body WHERE excluded.seq < findings.seq")
+FindingRow = tuple[str, str, int, int, str, str, str]
+
+
+def finding_rows(scan_id: str, engine: str, findings: Sequence[Finding | Mapping[str, Any]], first_seq: int,
+                 ids: Sequence[str] | None = None) -> list[FindingRow]:
+    """The ``findings`` rows of findings (objects, or fields by name) numbered from ``first_seq``,
+    with the given ids (:func:`appliance.clock.new_ids`) or new ones."""
     rows = []
-    for offset, (finding, finding_id) in enumerate(zip(findings, clock.new_ids(len(findings)), strict=True)):
+    ids = clock.new_ids(len(findings)) if ids is None else ids
+    for offset, (finding, finding_id) in enumerate(zip(findings, ids, strict=True)):
         body = finding_json(finding, scan_id, engine, finding_id)
         severity = body["severity"]
         rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[severity], severity,
                      body["fingerprint"], _dumps(body)))
+    return rows
+
+
+def findings_op(scan_id: str, lease_id: str, rows: Sequence[FindingRow]) -> Op:
+    """A batch of findings rows, stored only while ``lease_id`` holds the scan; a repeated
+    fingerprint within a scan is stored once."""
     return Op([holds_lease(scan_id, lease_id), (_INSERT, ())], many={1: rows}, guarded=True)

@@ -19,7 +19,7 @@ from appliance.api.auth import client_ip
 from appliance.api.envelope import ok, read_json
 from appliance.credentials import hash_key
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning.intake import claim_json
+from appliance.scanning.intake import ROWS_PER_TURN, claim_json
 from appliance.scanning.lifecycle import TERMINAL
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER
 from appliance.workers.store import TOKEN_RE, WorkerIdentity, identity, seen_op
@@ -100,11 +100,12 @@ async def findings(request: Request) -> JSONResponse:
     first_seq, raw = body.get("firstSeq"), body.get("findings")
     if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(raw, list) or len(raw) > 5000:
         raise ValidationError("findings", "firstSeq (integer) and up to 5000 findings expected")
-    # A batch of hundreds of findings takes milliseconds at each step (parse, checks, rows); the loop
-    # serves what else is waiting (other requests, /health) between them.
-    await asyncio.sleep(0)
-    batch = [_finding(item, index) for index, item in enumerate(raw)]
-    await asyncio.sleep(0)
+    # A batch of hundreds of findings takes milliseconds to check: the loop serves what else waits
+    # (other requests, /health) between slices of it.
+    batch: list[dict[str, Any]] = []
+    for start in range(0, len(raw), ROWS_PER_TURN):
+        await asyncio.sleep(0)
+        batch += [_finding(item, index) for index, item in enumerate(raw[start:start + ROWS_PER_TURN], start)]
     row = _owned(request, me, scan_id, lease_id)
     if not await request.app.state.services.intake.findings(scan_id, lease_id, row["scan_type"], batch, first_seq):
         raise _LOST

@@ -151,6 +151,13 @@ async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_r
     assert stored.json()["data"] == {"stored": 1}
     got = (await c.get(f"/api/v1/scans/{scan['id']}/results")).json()["data"]["findings"][0]
     assert got == model.finding_json(Finding(**wire), scan["id"], "nmap", got["id"])
+    # A batch longer than one slice (intake.ROWS_PER_TURN) keeps its seq order and its ids distinct.
+    many = [{"rule_id": f"r{i}", "title": "t"} for i in range(250)]
+    stored = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=1, findings=many)
+    assert stored.json()["data"] == {"stored": 250}
+    page = (await c.get(f"/api/v1/scans/{scan['id']}/results?limit=1000")).json()["data"]["findings"]
+    assert [f["ruleId"] for f in page] == ["r", *(f"r{i}" for i in range(250))]
+    assert len({f["id"] for f in page}) == 251
 
 
 def test_workers_cli_lists_zones_and_refuses_bad_input(data_dir, admin_key):

@@ -13,7 +13,7 @@ from appliance.scanning import model
 from appliance.scanning.reporter import ReportError
 from appliance.scanning.sender import send_batches
 from appliance.store.db import connect, migrate
-from appliance.store.ops import apply_sync
+from appliance.store.ops import Op, apply_sync
 from engines.base import Finding
 
 
@@ -106,13 +106,15 @@ def test_out_of_order_batches_keep_the_first_finding_of_a_fingerprint(tmp_path):
                  " 'normal', 60, 0, 0, 'lease')")
     first = [Finding(rule_id="dup", title="found first", host="127.0.0.1"), Finding(rule_id="a", title="a")]
     second = [Finding(rule_id="b", title="b"), Finding(rule_id="dup", title="found later", host="127.0.0.1")]
+    def op(batch: list[Finding], first_seq: int) -> Op:
+        return model.findings_op("s", "lease", model.finding_rows("s", "nmap", batch, first_seq))
     # The later batch is committed first, as can happen with several in flight.
-    apply_sync(conn, [model.findings_op("s", "lease", "nmap", second, 2)])
-    apply_sync(conn, [model.findings_op("s", "lease", "nmap", first, 0)])
+    apply_sync(conn, [op(second, 2)])
+    apply_sync(conn, [op(first, 0)])
     rows = conn.execute("SELECT seq, json_extract(body, '$.title'), json_extract(body, '$.id') = id"
                         " FROM findings ORDER BY seq").fetchall()
     rows = [tuple(row) for row in rows]
     assert rows == [(0, "found first", 1), (1, "a", 1), (2, "b", 1)]
     # And in order, the later duplicate changes nothing.
-    apply_sync(conn, [model.findings_op("s", "lease", "nmap", second, 2)])
+    apply_sync(conn, [op(second, 2)])
     assert conn.execute("SELECT count(*) FROM findings").fetchone()[0] == 3

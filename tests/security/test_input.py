@@ -210,7 +210,8 @@ async def test_results_filters(data_dir, admin_key):
             lifecycle.submit({"id": scan_id, "tenant_id": tenant, "scan_type": "nmap", "target": "127.0.0.0/24",
                               "target_type": "network", "status": "completed", "priority": "normal",
                               "timeout": 60, "created_at": now, "queued_at": now, "lease_id": "t"}),
-            model.findings_op(scan_id, "t", "nmap", findings, 0), lifecycle.recount(scan_id, "t"))
+            model.findings_op(scan_id, "t", model.finding_rows(scan_id, "nmap", findings, 0)),
+            lifecycle.recount(scan_id, "t"))
         base = f"/api/v1/scans/{scan_id}/results"
 
         async def ports(query: str) -> list[int]:
