@@ -33,7 +33,10 @@ class TaskSettings:
     output_cap: int = 1 << 20
     tick_seconds: float = 1.0
     batch: int = 500
-    in_flight: int = 2  # findings batches sent before the first is answered (appliance.scanning.sender)
+    # Findings batches sent before the first is answered (appliance.scanning.sender). Measured at 100,000
+    # findings: 3 rather than 2 lets the writer commit two batches at once now and then (its CPU per row
+    # 45 -> 40 µs), with /health's p99 still under 50 ms; 4 pushed that p99 past it.
+    in_flight: int = 3
 
 
 class ScanTask:
