@@ -34,9 +34,9 @@ class TaskSettings:
     tick_seconds: float = 1.0
     batch: int = 500
     # Findings batches sent before the first is answered (appliance.scanning.sender). Measured at 100,000
-    # findings: 3 rather than 2 lets the writer commit two batches at once now and then (its CPU per row
-    # 45 -> 40 µs), with /health's p99 still under 50 ms; 4 pushed that p99 past it.
-    in_flight: int = 3
+    # findings (bench/README.md): 2 kept /health's p99 at 37-42 ms; 3 was a little faster (the writer
+    # commits two batches at once now and then) but its p99 went from 44 to 63 ms run to run, past 50.
+    in_flight: int = 2
 
 
 class ScanTask:
