@@ -191,6 +191,8 @@ def _check_depth(data: Any) -> None:
 
 def _too_deep() -> ApiError:
     return ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
 _CONTAINERS = (dict, list)
 
 
