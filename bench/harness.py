@@ -227,6 +227,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time so far of ``pid``'s first thread (the appliance's event loop) and of
+    its other threads together (Python gives the OS no thread names to tell them apart by)."""
+    first = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if task.name == str(pid):
+            first += seconds
+        else:
+            rest += seconds
+    return first, rest
+
+
 def wrk(url: str, seconds: float, connections: int = 64, threads: int = 2, keys: Path | None = None,
         method: str = "GET", body: Path | None = None, server_pid: int | None = None) -> dict[str, Any]:
     """One wrk run; its result line (bench/lua/keys.lua) plus ``rps``, the latencies in ms and, given

@@ -59,7 +59,8 @@ async def store_scan(services: Any, count: int) -> str:
         "lease_id": "bench"}))
     for start in range(0, count, 5000):
         batch = [finding(n) for n in range(start, min(count, start + 5000))]
-        await services.writer.write(model.findings_op(scan_id, "bench", "nmap", batch, start))
+        rows = model.finding_rows(scan_id, "nmap", batch, start)
+        await services.writer.write(model.findings_op(scan_id, "bench", rows))
     await services.writer.write(lifecycle.recount(scan_id, "bench"))
     return scan_id
 

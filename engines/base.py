@@ -155,10 +155,16 @@ class Finding:
             raise ValueError(f"bad confidence {self.confidence!r}")
 
     def fingerprint(self, engine: str) -> str:
-        """Stable across scans of the same issue: identity fields only, never evidence or time."""
-        parts = [engine, self.rule_id, self.host or self.ip or "", str(self.port or ""),
-                 self.protocol or "", self.url or "", self.parameter or ""]
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+        return fingerprint(engine, vars(self))
+
+
+def fingerprint(engine: str, fields: Mapping[str, Any]) -> str:
+    """A finding's fingerprint from its fields by name (a :class:`Finding`'s ``vars``, or a remote
+    worker's checked wire form): stable across scans of the same issue, identity fields only, never
+    evidence or time."""
+    parts = [engine, fields["rule_id"], fields["host"] or fields["ip"] or "", str(fields["port"] or ""),
+             fields["protocol"] or "", fields["url"] or "", fields["parameter"] or ""]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def extract_cves(text: str | None) -> list[str]:

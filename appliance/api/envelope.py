@@ -108,7 +108,10 @@ async def read_json(request: Request, empty_ok: bool = False) -> Any:
     data, strict = _parse(body)
     # orjson accepts only valid UTF-8 and refuses lone surrogate escapes: what it parsed needs no
     # string-by-string check (the escape search is a second guard); what the json module parsed does.
-    _check_tree(data, check_text=not strict or _SURROGATE_ESCAPE.search(body) is not None)
+    if not strict or _SURROGATE_ESCAPE.search(body) is not None:
+        _check_tree(data)
+    else:
+        _check_depth(data)
     return data
 
 
@@ -131,7 +134,7 @@ def _parse(body: bytes) -> tuple[Any, bool]:
     try:
         return json.loads(body), False
     except RecursionError:
-        raise ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "INVALID_JSON", f"malformed JSON: {exc}") from None
 
@@ -154,27 +157,40 @@ def _path_text(path: _Path | None) -> str:
     return text
 
 
-def _check_tree(data: Any, check_text: bool = True) -> None:
-    """Depth and (with ``check_text``) Unicode validity of every key and string, iteratively (no
-    recursion to exhaust)."""
+def _check_tree(data: Any) -> None:
+    """Depth and Unicode validity of every key and string, iteratively (no recursion to exhaust)."""
     stack: list[tuple[_Path | None, Any, int]] = [(None, data, 0)]
     while stack:
         path, value, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            raise ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            raise _too_deep()
         kind = type(value)
         if kind is str:
-            if check_text:
-                _check_text(_path_text(path), value)
+            _check_text(_path_text(path), value)
         elif kind is dict:
             for key, item in value.items():
-                if check_text:
-                    _check_text(_path_text(path), key)  # a bad key is reported as its object
-                if check_text or type(item) in _CONTAINERS:
-                    stack.append(((path, key), item, depth + 1))
+                _check_text(_path_text(path), key)  # a bad key is reported as its object
+                stack.append(((path, key), item, depth + 1))
         elif kind is list:
-            stack.extend(((path, index), item, depth + 1) for index, item in enumerate(value)
-                         if check_text or type(item) in _CONTAINERS)
+            stack.extend(((path, index), item, depth + 1) for index, item in enumerate(value))
+
+
+def _check_depth(data: Any) -> None:
+    """Depth alone (the text is known to be valid), level by level: containers only, no paths (the
+    error names none), each level's children gathered by a comprehension rather than one loop turn
+    and stack entry per value — a findings batch holds thousands of values."""
+    level = [data] if type(data) in _CONTAINERS else []
+    depth = 0
+    while level:
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        level = [item for value in level for item in (value.values() if type(value) is dict else value)
+                 if type(item) in _CONTAINERS]
+        depth += 1
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "INVALID_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 _CONTAINERS = (dict, list)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from appliance import clock
 from appliance.scanning.lifecycle import holds_lease
 from appliance.store.ops import Op
 from appliance.store.reader import Reader
-from engines.base import SEVERITIES, Finding
+from engines.base import SEVERITIES, Finding, fingerprint
 
 PRIORITIES = ("critical", "high", "normal", "low")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -86,15 +86,18 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
-def finding_json(finding: Finding, scan_id: str, engine: str, finding_id: str) -> dict[str, Any]:
+def finding_json(finding: Finding | Mapping[str, Any], scan_id: str, engine: str, finding_id: str) -> dict[str, Any]:
+    """The contract's finding object (§4), from a :class:`Finding` or its fields by name (a remote
+    worker's checked wire form: no object built for it)."""
+    f = vars(finding) if isinstance(finding, Finding) else finding
     return {
-        "id": finding_id, "scanId": scan_id, "engine": engine, "ruleId": finding.rule_id,
-        "title": finding.title, "severity": finding.severity, "confidence": finding.confidence,
-        "host": finding.host, "ip": finding.ip, "port": finding.port, "protocol": finding.protocol,
-        "url": finding.url, "parameter": finding.parameter, "cve": finding.cve, "cwe": finding.cwe,
-        "cvss": finding.cvss, "description": finding.description, "evidence": finding.evidence,
-        "remediation": finding.remediation, "references": finding.references,
-        "fingerprint": finding.fingerprint(engine), "detectedBy": [engine], "raw": finding.raw,
+        "id": finding_id, "scanId": scan_id, "engine": engine, "ruleId": f["rule_id"],
+        "title": f["title"], "severity": f["severity"], "confidence": f["confidence"],
+        "host": f["host"], "ip": f["ip"], "port": f["port"], "protocol": f["protocol"],
+        "url": f["url"], "parameter": f["parameter"], "cve": f["cve"], "cwe": f["cwe"],
+        "cvss": f["cvss"], "description": f["description"], "evidence": f["evidence"],
+        "remediation": f["remediation"], "references": f["references"],
+        "fingerprint": fingerprint(engine, f), "detectedBy": [engine], "raw": f["raw"],
     }
 
 
@@ -107,14 +110,31 @@ def _dumps(body: dict[str, Any]) -> str:
         return json.dumps(body, allow_nan=False)
 
 
-def findings_op(scan_id: str, lease_id: str, engine: str, findings: list[Finding], first_seq: int) -> Op:
-    """One batch of findings, stored only while ``lease_id`` holds the scan; a repeated fingerprint
-    within a scan is stored once."""
+# A repeated fingerprint within a scan is stored once: the finding the worker found first (lowest
+# seq) is kept, whichever batch was committed first. A worker keeps several batches in flight
+# (appliance.scanning.sender), so batches may arrive out of order; the result is the same as in order.
+_INSERT = ("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body)"
+           " VALUES (?,?,?,?,?,?,?) ON CONFLICT (scan_id, fingerprint) DO UPDATE SET id = excluded.id,"
+           " seq = excluded.seq, severity_rank = excluded.severity_rank, severity = excluded.severity,"
+           " body = excluded.body WHERE excluded.seq < findings.seq")
+FindingRow = tuple[str, str, int, int, str, str, str]
+
+
+def finding_rows(scan_id: str, engine: str, findings: Sequence[Finding | Mapping[str, Any]], first_seq: int,
+                 ids: Sequence[str] | None = None) -> list[FindingRow]:
+    """The ``findings`` rows of findings (objects, or fields by name) numbered from ``first_seq``,
+    with the given ids (:func:`appliance.clock.new_ids`) or new ones."""
     rows = []
-    for offset, (finding, finding_id) in enumerate(zip(findings, clock.new_ids(len(findings)), strict=True)):
+    ids = clock.new_ids(len(findings)) if ids is None else ids
+    for offset, (finding, finding_id) in enumerate(zip(findings, ids, strict=True)):
         body = finding_json(finding, scan_id, engine, finding_id)
-        rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[finding.severity],
-                     finding.severity, body["fingerprint"], _dumps(body)))
-    return Op([holds_lease(scan_id, lease_id),
-               ("INSERT OR IGNORE INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint,"
-                " body) VALUES (?,?,?,?,?,?,?)", ())], many={1: rows}, guarded=True)
+        severity = body["severity"]
+        rows.append((finding_id, scan_id, first_seq + offset, SEVERITY_RANK[severity], severity,
+                     body["fingerprint"], _dumps(body)))
+    return rows
+
+
+def findings_op(scan_id: str, lease_id: str, rows: Sequence[FindingRow]) -> Op:
+    """A batch of findings rows, stored only while ``lease_id`` holds the scan; a repeated
+    fingerprint within a scan is stored once."""
+    return Op([holds_lease(scan_id, lease_id), (_INSERT, ())], many={1: rows}, guarded=True)

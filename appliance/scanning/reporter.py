@@ -4,7 +4,6 @@ remote worker's (the same calls over HTTPS to the appliance, with a worker token
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Awaitable
 from typing import Any, Protocol, TypeVar
@@ -76,14 +75,6 @@ class LocalReporter:
         self._call(self._intake.release(claim.job.scan_id, claim.lease_id))
 
 
-_FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Finding))
-
-
-def _finding_dict(finding: Finding) -> dict[str, Any]:
-    """The wire form of a finding: ``dataclasses.asdict`` without its deep copy (only encoded)."""
-    return {name: getattr(finding, name) for name in _FINDING_FIELDS}
-
-
 def _encode(body: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(body)
@@ -105,6 +96,7 @@ class RemoteReporter:
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         try:
             # orjson: a findings batch is hundreds of kilobytes of JSON, encoded on the scan's thread.
+            # A finding's wire form is its fields by name: its ``vars`` (``dataclasses.asdict`` deep-copies).
             response = self._client.post(f"{INTERNAL_PREFIX}/{path}", content=_encode(body),
                                          headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
@@ -132,7 +124,7 @@ class RemoteReporter:
 
     def findings(self, claim: Claim, engine: str, batch: list[Finding], first_seq: int) -> bool:
         data = self._post("findings", {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "firstSeq": first_seq,
-                                       "findings": [_finding_dict(f) for f in batch]})
+                                       "findings": [vars(f) for f in batch]})
         return data is not None
 
     def finish(self, claim: Claim, status: str, code: str | None = None, message: str | None = None) -> bool:

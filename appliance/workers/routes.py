@@ -6,6 +6,7 @@ about a scan is taken only under the lease its claim was given (see :mod:`applia
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -18,11 +19,11 @@ from appliance.api.auth import client_ip
 from appliance.api.envelope import ok, read_json
 from appliance.credentials import hash_key
 from appliance.errors import ApiError, ValidationError
-from appliance.scanning.intake import claim_json
+from appliance.scanning.intake import ROWS_PER_TURN, claim_json
 from appliance.scanning.lifecycle import TERMINAL
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER
 from appliance.workers.store import TOKEN_RE, WorkerIdentity, identity, seen_op
-from engines.base import Finding
+from engines.base import CONFIDENCES, SEVERITIES, Finding
 
 _LOST = ApiError(409, "CONFLICT", "this worker does not hold the scan's lease")
 _FINDING_FIELDS = {f.name for f in dataclasses.fields(Finding)}
@@ -99,7 +100,12 @@ async def findings(request: Request) -> JSONResponse:
     first_seq, raw = body.get("firstSeq"), body.get("findings")
     if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(raw, list) or len(raw) > 5000:
         raise ValidationError("findings", "firstSeq (integer) and up to 5000 findings expected")
-    batch = [_finding(item, index) for index, item in enumerate(raw)]
+    # A batch of hundreds of findings takes milliseconds to check: the loop serves what else waits
+    # (other requests, /health) between slices of it.
+    batch: list[dict[str, Any]] = []
+    for start in range(0, len(raw), ROWS_PER_TURN):
+        await asyncio.sleep(0)
+        batch += [_finding(item, index) for index, item in enumerate(raw[start:start + ROWS_PER_TURN], start)]
     row = _owned(request, me, scan_id, lease_id)
     if not await request.app.state.services.intake.findings(scan_id, lease_id, row["scan_type"], batch, first_seq):
         raise _LOST
@@ -141,17 +147,28 @@ def _owned(request: Request, me: WorkerIdentity, scan_id: str, lease_id: str) ->
     return row
 
 
-def _finding(item: Any, index: int) -> Finding:
-    where = f"findings[{index}]"
-    if not isinstance(item, dict) or not set(item) <= _FINDING_FIELDS:
-        raise ValidationError(where, "must be a finding object")
-    try:
-        finding = Finding(**item)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(where, str(exc)) from None
-    if not isinstance(finding.rule_id, str) or not isinstance(finding.title, str):
-        raise ValidationError(where, "ruleId and title must be strings")
-    return finding
+def _finding(item: Any, index: int) -> dict[str, Any]:
+    """A wire finding checked as ``Finding(**item)`` would check it (known fields only, ruleId and title
+    given as strings, a known severity and confidence), as its fields by name with the defaults
+    filled in: what :func:`~appliance.scanning.model.finding_rows` stores, without building an object."""
+    if type(item) is not dict or not item.keys() <= _FINDING_FIELDS:
+        raise ValidationError(f"findings[{index}]", "must be a finding object")
+    fields = {**_DEFAULTS, **item}
+    if not isinstance(fields["rule_id"], str) or not isinstance(fields["title"], str):
+        raise ValidationError(f"findings[{index}]", "ruleId and title must be strings")
+    if fields["severity"] not in SEVERITIES or fields["confidence"] not in CONFIDENCES:
+        raise ValidationError(f"findings[{index}]", f"bad severity {fields['severity']!r} or confidence "
+                                                    f"{fields['confidence']!r}")
+    return fields
+
+
+def _default(spec: dataclasses.Field[Any]) -> Any:
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()  # an empty list or dict, shared: stored fields are only read
+    return None if spec.default is dataclasses.MISSING else spec.default  # rule_id, title: refused above
+
+
+_DEFAULTS = {f.name: _default(f) for f in dataclasses.fields(Finding)}
 
 
 routes = [Route(f"{INTERNAL_PREFIX}/{name}", handler, methods=["POST"])

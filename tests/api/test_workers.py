@@ -3,11 +3,14 @@ the test plays the remote worker itself."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from appliance.scanning import model
 from appliance.scanning.reporter import INTERNAL_PREFIX
 from appliance.store.ops import Op
+from engines.base import Finding
 from tests.conftest import run_cli, run_cli_async, serve_in_process
 
 pytestmark = pytest.mark.anyio
@@ -116,6 +119,45 @@ async def test_malformed_reports_are_refused_in_the_envelope(setup):
         assert (r.status_code, r.json()["code"]) == (400, "VALIDATION_ERROR"), body
     r = await call(c, plain, "finish", scanId=scan["id"], leaseId=lease, status="running")
     assert r.status_code == 400
+
+
+async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_refused(setup):
+    """A wire finding is checked and stored without a Finding object: the stored body must be what
+    model.finding_json makes of the Finding, and everything Finding(**item) refused is refused, as is
+    nesting too deep and text that is not valid Unicode (checked per request, not per finding)."""
+    c, plain, _ = setup
+    scan = await submit(c)
+    lease = (await call(c, plain, "claim", scanId=scan["id"])).json()["data"]["leaseId"]
+    wire: dict[str, Any] = {"rule_id": "r", "title": "t", "port": 443, "cve": ["CVE-2024-1"],
+                            "raw": {"a": [1, {"b": None}]}}
+    deep: dict = {}
+    inner = deep
+    for _ in range(40):
+        inner["x"] = {}
+        inner = inner["x"]
+    refused = [({"rule_id": "r"}, 400, "VALIDATION_ERROR"), ({"rule_id": 1, "title": "t"}, 400, "VALIDATION_ERROR"),
+               ({"rule_id": "r", "title": "t", "confidence": "total"}, 400, "VALIDATION_ERROR"),
+               ({"rule_id": "r", "title": "t", "severity": ["info"]}, 400, "VALIDATION_ERROR"),
+               ([], 400, "VALIDATION_ERROR"), ({"rule_id": "r", "title": "t", "raw": deep}, 400, "INVALID_JSON")]
+    for item, status, code in refused:
+        r = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=0, findings=[wire, item])
+        assert (r.status_code, r.json()["code"]) == (status, code), item
+    body = json.dumps({"scanId": scan["id"], "leaseId": lease, "firstSeq": 0,
+                       "findings": [{"rule_id": "r", "title": "t\\ud800"}]}).replace("\\\\ud800", "\\ud800")
+    r = await c.post(f"{INTERNAL_PREFIX}/findings", content=body,
+                     headers={"X-API-Key": "", "X-Worker-Token": plain, "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "INVALID_JSON"), body
+    stored = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=0, findings=[wire])
+    assert stored.json()["data"] == {"stored": 1}
+    got = (await c.get(f"/api/v1/scans/{scan['id']}/results")).json()["data"]["findings"][0]
+    assert got == model.finding_json(Finding(**wire), scan["id"], "nmap", got["id"])
+    # A batch longer than one slice (intake.ROWS_PER_TURN) keeps its seq order and its ids distinct.
+    many = [{"rule_id": f"r{i}", "title": "t"} for i in range(250)]
+    stored = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=1, findings=many)
+    assert stored.json()["data"] == {"stored": 250}
+    page = (await c.get(f"/api/v1/scans/{scan['id']}/results?limit=1000")).json()["data"]["findings"]
+    assert [f["ruleId"] for f in page] == ["r", *(f"r{i}" for i in range(250))]
+    assert len({f["id"] for f in page}) == 251
 
 
 def test_workers_cli_lists_zones_and_refuses_bad_input(data_dir, admin_key):

@@ -46,7 +46,8 @@ def store_scan(data_dir: Path, count: int) -> str:
                                             "target": "127.0.0.1", "target_type": "ip", "status": "completed",
                                             "priority": "normal", "timeout": 60, "created_at": now,
                                             "queued_at": now, "lease_id": "t"}),
-                          model.findings_op(scan_id, "t", "nmap", findings(count), 0), lifecycle.recount(scan_id, "t")])
+                          model.findings_op(scan_id, "t", model.finding_rows(scan_id, "nmap", findings(count), 0)),
+                          lifecycle.recount(scan_id, "t")])
     finally:
         conn.close()
     return scan_id

@@ -5,6 +5,7 @@ import asyncio
 import errno
 import json
 import sqlite3
+from typing import Any
 
 import httpx
 import pytest
@@ -74,6 +75,26 @@ async def test_deeply_nested_json_is_invalid_json_not_500(client):
                  b'{"name": "x", "description": ' + b'{"a":' * 40 + b"1" + b"}" * 40 + b"}"):
         response = await client.post("/api/v1/api-keys", content=body, headers=JSON)
         assert error(response) == (400, "INVALID_JSON"), body[:40]
+
+
+def test_the_depth_limit_is_the_same_with_and_without_the_text_check():
+    """Bodies orjson accepted get the depth-only walk; the others the full one: one limit for both."""
+    from appliance.api.envelope import MAX_JSON_DEPTH, _check_depth, _check_tree
+    from appliance.errors import ApiError
+
+    def nested(containers: int) -> Any:
+        """Lists and objects in turn, the outermost at depth 0."""
+        value: Any = []
+        for level in range(containers - 1):
+            value = [value] if level % 2 else {"k": value}
+        return value
+    for check in (_check_depth, _check_tree):
+        check(nested(MAX_JSON_DEPTH + 1))  # the innermost container at depth 32
+        check({"a": [1, "x", {"b": None}]})
+        with pytest.raises(ApiError, match="nested deeper"):
+            check(nested(MAX_JSON_DEPTH + 2))
+        with pytest.raises(ApiError, match="nested deeper"):  # the outer levels count
+            check({"findings": [{"raw": nested(MAX_JSON_DEPTH - 1)}]})
 
 
 # -- item 10: digits that are not ASCII decimals, and numbers int() refuses -----------------------
@@ -215,7 +236,8 @@ async def test_results_filters(data_dir, admin_key):
             lifecycle.submit({"id": scan_id, "tenant_id": tenant, "scan_type": "nmap", "target": "127.0.0.0/24",
                               "target_type": "network", "status": "completed", "priority": "normal",
                               "timeout": 60, "created_at": now, "queued_at": now, "lease_id": "t"}),
-            model.findings_op(scan_id, "t", "nmap", findings, 0), lifecycle.recount(scan_id, "t"))
+            model.findings_op(scan_id, "t", model.finding_rows(scan_id, "nmap", findings, 0)),
+            lifecycle.recount(scan_id, "t"))
         base = f"/api/v1/scans/{scan_id}/results"
 
         async def ports(query: str) -> list[int]:
