@@ -82,6 +82,13 @@ def _encode(body: dict[str, Any]) -> bytes:
         return json.dumps(body).encode()
 
 
+# The appliance refuses request bodies over 1 MiB (413): a findings report stays under this, the
+# rest of the MiB left for the envelope's other fields.
+MAX_REPORT_BYTES = 1000 * 1024
+_LONG_FIELDS = ("evidence", "description")
+_KEEP_CHARS = 64 * 1024
+
+
 class ReportError(Exception):
     """The appliance could not be told (network down, or it answered an error)."""
 
@@ -93,11 +100,10 @@ class RemoteReporter:
         self._client = client
         self.name = name
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _post(self, path: str, body: dict[str, Any], content: bytes | None = None) -> Any:
         try:
             # orjson: a findings batch is hundreds of kilobytes of JSON, encoded on the scan's thread.
-            # A finding's wire form is its fields by name: its ``vars`` (``dataclasses.asdict`` deep-copies).
-            response = self._client.post(f"{INTERNAL_PREFIX}/{path}", content=_encode(body),
+            response = self._client.post(f"{INTERNAL_PREFIX}/{path}", content=content or _encode(body),
                                          headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
             raise ReportError(f"appliance unreachable: {exc}") from exc
@@ -123,9 +129,22 @@ class RemoteReporter:
         """A remote scanner's pid means nothing to the appliance: the worker ends its own groups."""
 
     def findings(self, claim: Claim, engine: str, batch: list[Finding], first_seq: int) -> bool:
-        data = self._post("findings", {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "firstSeq": first_seq,
-                                       "findings": [vars(f) for f in batch]})
-        return data is not None
+        # A finding's wire form is its fields by name: its ``vars`` (``dataclasses.asdict`` deep-copies).
+        return self._send_findings(claim, [vars(f) for f in batch], first_seq)
+
+    def _send_findings(self, claim: Claim, items: list[dict[str, Any]], first_seq: int) -> bool:
+        """One report, or halves of it until each fits the appliance's body limit (each finding keeps
+        its seq); a single finding too large alone is sent with its long texts cut and no raw data."""
+        body = {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "firstSeq": first_seq, "findings": items}
+        content = _encode(body)
+        if len(content) > MAX_REPORT_BYTES:
+            if len(items) > 1:
+                half = len(items) // 2
+                return (self._send_findings(claim, items[:half], first_seq)
+                        and self._send_findings(claim, items[half:], first_seq + half))
+            return self._send_findings(claim, [_trimmed(items[0])], first_seq) if not _is_trimmed(items[0]) \
+                else self._post("findings", body) is not None  # still too large: the appliance says why
+        return self._post("findings", body, content) is not None
 
     def finish(self, claim: Claim, status: str, code: str | None = None, message: str | None = None) -> bool:
         data = self._post("finish", {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "status": status,
@@ -134,3 +153,13 @@ class RemoteReporter:
 
     def release(self, claim: Claim) -> None:
         self._post("release", {"scanId": claim.job.scan_id, "leaseId": claim.lease_id})
+
+
+def _trimmed(item: dict[str, Any]) -> dict[str, Any]:
+    cut = {name: item[name][:_KEEP_CHARS] + " [truncated: too large to report]"
+           for name in _LONG_FIELDS if isinstance(item.get(name), str) and len(item[name]) > _KEEP_CHARS}
+    return {**item, **cut, "raw": {"truncated": True}}
+
+
+def _is_trimmed(item: dict[str, Any]) -> bool:
+    return item.get("raw") == {"truncated": True}
