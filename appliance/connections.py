@@ -2,9 +2,9 @@
 
 granian accepts connections in its Rust threads and tells Python nothing about them, so the count
 comes from the kernel's socket table, asked over netlink (``sock_diag``, what ``ss`` uses): one dump
-of the TCP sockets in the states that hold a server-side descriptor, kept for a short time so that a
-busy server asks at most a few times a second. ``/proc/net/tcp`` would do, but takes milliseconds
-per read on some kernels.
+of the TCP sockets in the states that hold a server-side descriptor, refreshed at most every 50 ms
+by a thread of its own while requests come (see :class:`ConnectionGauge`). ``/proc/net/tcp`` would
+do, but takes milliseconds per read on some kernels.
 """
 from __future__ import annotations
 

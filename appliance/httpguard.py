@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from appliance.api.middleware import SERVER_HEADER
+
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
@@ -48,7 +50,7 @@ async def busy(scope: Scope, receive: Receive, send: Send) -> None:
                        "code": "SERVICE_UNAVAILABLE"}).encode()
     await send({"type": "http.response.start", "status": 503, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close"), (b"server", b"cix-appliance")]})
+        (b"retry-after", b"1"), (b"connection", b"close"), SERVER_HEADER]})
     await send({"type": "http.response.body", "body": body})
 
 

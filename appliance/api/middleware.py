@@ -25,7 +25,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RATE_HEADERS = "cix.rate_headers"
 PRINCIPAL = "cix.principal"
 ERROR_CODE = "cix.error_code"  # the contract code of an error answer, set by the app's error handler
-# The HTTP server names itself (with its version, for some) unless the answer already has one.
+# Every answer names the appliance: the HTTP server would name itself (uvicorn did, with its version).
 SERVER_HEADER = (b"server", b"cix-appliance")
 # Called once per request when its answer is sent: (scope, status, seconds, request id).
 Observer = Callable[[Scope, int, float, str], None]

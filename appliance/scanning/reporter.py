@@ -137,14 +137,13 @@ class RemoteReporter:
         its seq); a single finding too large alone is sent with its long texts cut and no raw data."""
         body = {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "firstSeq": first_seq, "findings": items}
         content = _encode(body)
-        if len(content) > MAX_REPORT_BYTES:
-            if len(items) > 1:
-                half = len(items) // 2
-                return (self._send_findings(claim, items[:half], first_seq)
-                        and self._send_findings(claim, items[half:], first_seq + half))
-            return self._send_findings(claim, [_trimmed(items[0])], first_seq) if not _is_trimmed(items[0]) \
-                else self._post("findings", body) is not None  # still too large: the appliance says why
-        return self._post("findings", body, content) is not None
+        if len(content) > MAX_REPORT_BYTES and len(items) > 1:
+            half = len(items) // 2
+            return (self._send_findings(claim, items[:half], first_seq)
+                    and self._send_findings(claim, items[half:], first_seq + half))
+        if len(content) > MAX_REPORT_BYTES and not _is_trimmed(items[0]):
+            return self._send_findings(claim, [_trimmed(items[0])], first_seq)
+        return self._post("findings", body, content) is not None  # if still too large, the appliance says why
 
     def finish(self, claim: Claim, status: str, code: str | None = None, message: str | None = None) -> bool:
         data = self._post("finish", {"scanId": claim.job.scan_id, "leaseId": claim.lease_id, "status": status,
