@@ -11,13 +11,14 @@ lease (the scan was re-queued and runs elsewhere) can neither finish the scan no
 """
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections.abc import Iterable
 from typing import Any
 
 from appliance import clock
-from appliance.store.ops import Op, Statement
+from appliance.store.ops import Bulk, Op, Statement
 from engines.base import SEVERITIES
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
@@ -29,10 +30,10 @@ _COUNTS = ("total = (SELECT count(*) FROM findings WHERE scan_id = :id), "
                        for s in SEVERITIES))
 
 
-def _event(scan_id: str, event: str, detail: dict[str, Any] | None = None) -> Statement:
+def _event(scan_id: str, event: str, detail: dict[str, Any] | None = None, at: float | None = None) -> Statement:
     return ("INSERT INTO scan_events (scan_id, tenant_id, event, status, detail, created_at)"
             " SELECT id, tenant_id, ?, status, ?, ? FROM scans WHERE id = ?",
-            (event, json.dumps(detail or {}), clock.now(), scan_id))
+            (event, json.dumps(detail or {}), clock.now() if at is None else at, scan_id))
 
 
 def new_lease() -> str:
@@ -42,8 +43,22 @@ def new_lease() -> str:
 def submit(scan: dict[str, Any]) -> Op:
     """A new scan row, ``queued``."""
     columns = ", ".join(scan)
-    return Op([(f"INSERT INTO scans ({columns}) VALUES ({', '.join('?' * len(scan))})", tuple(scan.values())),
-               _event(scan["id"], "scan.queued")])
+    values, at = tuple(scan.values()), clock.now()
+    return Op([(f"INSERT INTO scans ({columns}) VALUES ({', '.join('?' * len(scan))})", values),
+               _event(scan["id"], "scan.queued", at=at)],
+              bulk=Bulk(_bulk_submit(columns, len(scan)), (*values, at)))
+
+
+@functools.lru_cache(maxsize=8)
+def _bulk_submit(columns: str, count: int) -> tuple[str, ...]:
+    """:func:`submit` for many scans: each row is the scan's values, then its event's time. The event
+    row is what ``_event`` writes: the scan was inserted just before with its id, tenant and status."""
+    names = [c.strip() for c in columns.split(",")]
+    rows = " FROM json_each(?) ORDER BY key"
+    return (f"INSERT INTO scans ({columns}) SELECT {', '.join(f'value ->> {i}' for i in range(count))}{rows}",
+            "INSERT INTO scan_events (scan_id, tenant_id, event, status, detail, created_at)"
+            f" SELECT value ->> {names.index('id')}, value ->> {names.index('tenant_id')}, 'scan.queued',"
+            f" value ->> {names.index('status')}, '{{}}', value ->> {count}{rows}")
 
 
 def claim(scan_id: str, lease_id: str, owner: str, worker: str, lease_seconds: float,

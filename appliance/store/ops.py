@@ -14,14 +14,28 @@ Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # positional or named
 BUMP_EPOCH = ("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'", ())
 
 
+@dataclass(frozen=True)
+class Bulk:
+    """An op's change as one row of statements the writer may run once for many such ops in a batch:
+    each statement takes one parameter, the JSON array of every op's ``row`` (read with ``json_each``),
+    and its first must change exactly one row per op. Under load a commit of hundreds of small inserts
+    is then a few statements instead of a few per op: the writer's thread takes the GIL back after
+    every statement, and each time it waits for the busy event loop."""
+
+    statements: tuple[str, ...]
+    row: Sequence[Any]
+
+
 @dataclass
 class Op:
     """``statements`` run in one savepoint. With ``guarded``, when the first statement changes no
-    row (a lost compare-and-set) the rest are skipped and the op reports 0."""
+    row (a lost compare-and-set) the rest are skipped and the op reports 0. ``bulk``, when set, makes
+    the same change as ``statements`` (the writer falls back to these whenever the bulk form fails)."""
 
     statements: list[Statement]
     guarded: bool = False
     many: dict[int, Sequence[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
+    bulk: Bulk | None = None
 
 
 def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:

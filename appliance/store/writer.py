@@ -18,9 +18,10 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
+import orjson
 
 from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
@@ -47,6 +48,29 @@ async def _on_connection_thread(conn: aiosqlite.Connection, fn: Callable[[], _T]
     used here only, with aiosqlite pinned (a test runs a batch through it)."""
     run: Callable[[Callable[[], _T]], Awaitable[_T]] = conn._execute
     return await run(fn)
+
+
+def _bulk_run_end(batch: _Batch, start: int) -> int:
+    """The end of the run of entries from ``start`` that are each one op of the same Bulk form."""
+    first = batch[start][0]
+    if len(first) != 1 or first[0].bulk is None:
+        return start + 1
+    statements = first[0].bulk.statements
+    end = start + 1
+    while end < len(batch) and len(batch[end][0]) == 1 and (bulk := batch[end][0][0].bulk) is not None \
+            and bulk.statements == statements:
+        end += 1
+    return end
+
+
+def _rows_json(rows: list[Sequence[Any]]) -> str | None:
+    """The rows as one JSON array for ``json_each``; None for what JSON would not carry unchanged
+    (SQLite's JSON functions end a text at U+0000; orjson refuses lone surrogates and big integers)."""
+    try:
+        text = orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        return None
+    return None if "\\u0000" in text else text
 
 
 class Writer:
@@ -157,19 +181,19 @@ class Writer:
                     self._queue.task_done()
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> tuple[list[list[int] | BaseException], bool]:
-        """On the connection's thread: the whole batch in one transaction, each op list in a savepoint."""
+        """On the connection's thread: the whole batch in one transaction, each op list in a savepoint
+        (consecutive ops with one :class:`~appliance.store.ops.Bulk` form: all of them in one)."""
         outcomes: list[list[int] | BaseException] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for ops, _ in batch:
-                conn.execute("SAVEPOINT w")
-                try:
-                    outcomes.append([self._apply_one(conn, op) for op in ops])
-                    conn.execute("RELEASE w")
-                except Exception as exc:  # one bad op fails its caller, not the batch
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    outcomes.append(exc)
+            start = 0
+            while start < len(batch):
+                end = _bulk_run_end(batch, start)
+                if end - start > 1 and self._apply_bulk(conn, [ops[0] for ops, _ in batch[start:end]]):
+                    outcomes += [[1] for _ in range(start, end)]
+                else:
+                    outcomes += [self._apply_ops(conn, ops) for ops, _ in batch[start:end]]
+                start = end
             conn.execute("COMMIT")
             self.commits += 1
             return outcomes, True
@@ -182,6 +206,35 @@ class Writer:
             except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
                 log.exception("rollback after a failed write batch failed")
             return [exc] * len(batch), False
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int] | BaseException:
+        conn.execute("SAVEPOINT w")
+        try:
+            outcome = [self._apply_one(conn, op) for op in ops]
+            conn.execute("RELEASE w")
+            return outcome
+        except Exception as exc:  # one bad op fails its caller, not the batch
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
+            return exc
+
+    def _apply_bulk(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> bool:
+        """``ops`` (one Bulk form) in one savepoint; False, with nothing applied, when any of it
+        failed: the caller then applies them one by one, so a bad op still fails alone."""
+        statements = ops[0].bulk.statements if ops[0].bulk else ()
+        rows = _rows_json([op.bulk.row for op in ops if op.bulk])
+        if rows is None:
+            return False
+        conn.execute("SAVEPOINT w")
+        try:
+            if self._apply_one(conn, Op([(sql, (rows,)) for sql in statements])) == len(ops):
+                conn.execute("RELEASE w")
+                return True
+        except Exception as exc:
+            log.debug("a bulk write fell back to one op at a time: %s", exc)
+        conn.execute("ROLLBACK TO w")
+        conn.execute("RELEASE w")
+        return False
 
     def _answer(self, batch: _Batch, outcomes: list[list[int] | BaseException], committed: bool) -> None:
         """On the event loop: the health state, then each caller's result."""

@@ -17,7 +17,7 @@ import pytest
 
 from appliance.scanning.intake import Claim
 from appliance.scanning.job import Job
-from appliance.scanning.queue import Backend, ScanQueue
+from appliance.scanning.queue import HUEY_PRIORITY, Backend, ScanQueue
 from appliance.scanning.task import ScanTask, TaskSettings
 from engines.base import Engine, Finding, Outcome, ScanSpec
 from tests.helpers import live_group_members
@@ -218,3 +218,42 @@ def test_jobs_cross_the_queue_as_json_never_pickle(tmp_path):
     import pickle
     with pytest.raises(ValueError):
         huey.serializer.deserialize(pickle.dumps({"x": 1}))
+
+
+def test_a_batch_of_enqueues_is_one_insert_and_reads_back_as_huey_would_store_it(tmp_path, monkeypatch):
+    """A batch's jobs are inserted with one statement; Huey dequeues them byte for byte as serialized,
+    by priority and then in order."""
+    from huey.storage import SqliteStorage
+
+    queue = ScanQueue(Backend("sqlite", sqlite_path=str(tmp_path / "q.db")), lambda j: "ok")
+    huey, _ = queue._queue("", "fake")
+    one_at_a_time: list[bytes] = []
+    serialized: list[bytes] = []
+    insert, serialize = SqliteStorage.enqueue, huey.serialize_task
+
+    def insert_one(self: Any, data: bytes, priority: float | None = None) -> None:
+        one_at_a_time.append(data)
+        insert(self, data, priority)
+
+    def recording_serialize(task: Any) -> bytes:
+        serialized.append(serialize(task))
+        return serialized[-1]
+
+    monkeypatch.setattr(SqliteStorage, "enqueue", insert_one)
+    monkeypatch.setattr(huey, "serialize_task", recording_serialize)
+    priorities = ["normal", "high", "low", "normal", "critical", "high"]
+    jobs = [Job(f"scan-{n}", "tenant-1", "fake", "127.0.0.1", "ip", {"note": "é \\ \" \u0001"}, 30, p)
+            for n, p in enumerate(priorities)]
+    with queue.batching():
+        for one in jobs:
+            queue.enqueue(one)
+    assert one_at_a_time == []
+    stored = []
+    while (raw := huey.storage.dequeue()) is not None:
+        stored.append(raw)
+    order = sorted(range(len(jobs)), key=lambda n: (-HUEY_PRIORITY[priorities[n]], n))
+    assert stored == [serialized[n] for n in order]
+    assert [huey.deserialize_task(raw).args[0]["scan_id"] for raw in stored] == [f"scan-{n}" for n in order]
+    # Outside a batch, an enqueue is Huey's own insert.
+    queue.enqueue(jobs[0])
+    assert one_at_a_time == [serialized[-1]] and huey.storage.dequeue() == serialized[-1]
