@@ -10,12 +10,14 @@ from typing import Any
 
 from appliance import clock
 from appliance.errors import ApiError
-from appliance.store.ops import Op, Statement
+from appliance.store.ops import Op, Statement, json_rows, rows_op
 from appliance.store.reader import Reader
 
 _COLUMNS = ("tenant_id", "api_key_id", "method", "path", "status", "duration_ms", "ip", "request_id",
             "created_at")
 _ROW = operator.itemgetter(*_COLUMNS)  # call dict -> row tuple, in C (once per request)
+_INSERT = f"INSERT INTO api_calls ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
+_INSERT_JSON = f"INSERT INTO api_calls ({','.join(_COLUMNS)}) {json_rows(len(_COLUMNS))}"
 
 
 class CallLog:
@@ -31,9 +33,7 @@ class CallLog:
         if not self._rows:
             return []
         rows, self._rows = self._rows, []
-        marks = ",".join("?" * len(_COLUMNS))
-        return [Op([(f"INSERT INTO api_calls ({','.join(_COLUMNS)}) VALUES ({marks})", ())],
-                   many={0: rows})]
+        return [rows_op(_INSERT, _INSERT_JSON, rows)]
 
 
 # -- monthly scan quota (§7) -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from appliance.apikeys import KeyGrant
 from appliance.credentials import hash_key, looks_like_key
 from appliance.errors import ApiError
 from appliance.store import Reader
-from appliance.store.ops import Op
+from appliance.store.ops import Op, rows_op
 
 _STATUS_ERRORS = {
     "expired": ("KEY_EXPIRED", "API key has expired"),
@@ -148,5 +148,6 @@ class Authenticator:
             return []
         rows = [(ts, ip, key_id) for key_id, (ts, ip) in self._last_used.items()]
         self._last_used.clear()
-        return [Op([("UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ?", ())],
-                   many={0: rows})]
+        return [rows_op("UPDATE api_keys SET last_used_at = ?, last_used_ip = ? WHERE id = ?",
+                        "UPDATE api_keys SET last_used_at = j.value ->> 0, last_used_ip = j.value ->> 1"
+                        " FROM json_each(?) AS j WHERE api_keys.id = j.value ->> 2", rows)]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from appliance.store.ops import Op
+from appliance.store.ops import Op, json_rows, rows_op
 
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -92,6 +92,8 @@ class RateLimiter:
             return []
         rows = [(s, w, *self._counts[(s, w)]) for s, w in self._dirty]
         self._dirty.clear()
-        return [Op([("INSERT INTO rate_counters (subject, window, window_start, count) VALUES (?,?,?,?)"
-                     " ON CONFLICT (subject, window) DO UPDATE SET window_start = excluded.window_start,"
-                     " count = excluded.count", ())], many={0: rows})]
+        upsert = (" ON CONFLICT (subject, window) DO UPDATE SET window_start = excluded.window_start,"
+                  " count = excluded.count")
+        return [rows_op("INSERT INTO rate_counters (subject, window, window_start, count) VALUES (?,?,?,?)" + upsert,
+                        f"INSERT INTO rate_counters (subject, window, window_start, count) {json_rows(4)}{upsert}",
+                        rows)]

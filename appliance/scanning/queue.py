@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -130,6 +132,16 @@ def _decode(value: Any) -> Any:
     return value
 
 
+_TASK_ID_PREFIX = str(uuid.uuid4())[:24]  # random per process: ids unique across hosts, not secret
+_TASK_IDS = itertools.count(1)
+
+
+def _task_id() -> str:
+    """UUID-shaped, unique, and made without Huey's uuid4: a getrandom system call per task would give
+    up the GIL, and the enqueue thread would wait for the busy event loop to get it back."""
+    return f"{_TASK_ID_PREFIX}{next(_TASK_IDS) & 0xFFFFFFFFFFFF:012x}"
+
+
 class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type information
     """A consumer that leaves signal handling to the process hosting it."""
 
@@ -213,7 +225,7 @@ class ScanQueue:
             if delay:
                 task.schedule((job.to_dict(),), delay=delay, priority=priority)
             else:
-                task(job.to_dict(), priority=priority)
+                task(job.to_dict(), priority=priority, id=_task_id())
 
     @contextlib.contextmanager
     def batching(self) -> Iterator[None]:

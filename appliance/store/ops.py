@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # positional or named parameters
 BUMP_EPOCH = ("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'", ())
 
@@ -36,6 +38,29 @@ class Op:
     guarded: bool = False
     many: dict[int, Sequence[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
     bulk: Bulk | None = None
+
+
+def rows_json(rows: Sequence[Sequence[Any]]) -> str | None:
+    """The rows as one JSON array for ``json_each``; None for what JSON would not carry unchanged
+    (SQLite's JSON functions end a text at U+0000; orjson refuses lone surrogates and big integers)."""
+    try:
+        text = orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        return None
+    return None if "\\u0000" in text else text
+
+
+def json_rows(width: int) -> str:
+    """``SELECT`` of the rows of a JSON array bound as the one parameter, each row an array of ``width`` values."""
+    return f"SELECT {', '.join(f'value ->> {i}' for i in range(width))} FROM json_each(?) WHERE true ORDER BY key"
+
+
+def rows_op(per_row: str, all_rows: str, rows: Sequence[Sequence[Any]]) -> Op:
+    """``rows`` written by ``all_rows`` once (it reads them from a JSON array, see :func:`json_rows`),
+    or by ``per_row`` for each row when JSON would change a value. One statement, not one per row:
+    the writer's thread takes the GIL back after every statement, each time after the busy event loop."""
+    text = rows_json(rows)
+    return Op([(per_row, ())], many={0: rows}) if text is None else Op([(all_rows, (text,))])
 
 
 def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:

@@ -18,15 +18,14 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
-import orjson
 
 from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
 from appliance.store.db import connect
-from appliance.store.ops import Op, apply_one
+from appliance.store.ops import Op, apply_one, rows_json
 
 log = logging.getLogger(__name__)
 _BATCH = 200
@@ -61,16 +60,6 @@ def _bulk_run_end(batch: _Batch, start: int) -> int:
             and bulk.statements == statements:
         end += 1
     return end
-
-
-def _rows_json(rows: list[Sequence[Any]]) -> str | None:
-    """The rows as one JSON array for ``json_each``; None for what JSON would not carry unchanged
-    (SQLite's JSON functions end a text at U+0000; orjson refuses lone surrogates and big integers)."""
-    try:
-        text = orjson.dumps(rows).decode()
-    except orjson.JSONEncodeError:
-        return None
-    return None if "\\u0000" in text else text
 
 
 class Writer:
@@ -181,19 +170,19 @@ class Writer:
                     self._queue.task_done()
 
     def _apply(self, conn: sqlite3.Connection, batch: _Batch) -> tuple[list[list[int] | BaseException], bool]:
-        """On the connection's thread: the whole batch in one transaction, each op list in a savepoint
-        (consecutive ops with one :class:`~appliance.store.ops.Bulk` form: all of them in one)."""
-        outcomes: list[list[int] | BaseException] = []
+        """On the connection's thread: the whole batch in one transaction. First as few statements as
+        can be (no savepoints; consecutive ops with one :class:`~appliance.store.ops.Bulk` form as
+        one), since ops rarely fail; when anything failed, the batch is rolled back and applied
+        again with each op list in a savepoint, so that one bad op fails alone."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            start = 0
-            while start < len(batch):
-                end = _bulk_run_end(batch, start)
-                if end - start > 1 and self._apply_bulk(conn, [ops[0] for ops, _ in batch[start:end]]):
-                    outcomes += [[1] for _ in range(start, end)]
-                else:
-                    outcomes += [self._apply_ops(conn, ops) for ops, _ in batch[start:end]]
-                start = end
+            try:
+                outcomes = self._apply_together(conn, batch)
+            except Exception as exc:
+                log.debug("a write batch is applied again op by op: %s", exc)
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [self._apply_ops(conn, ops) for ops, _ in batch]
             conn.execute("COMMIT")
             self.commits += 1
             return outcomes, True
@@ -207,6 +196,23 @@ class Writer:
                 log.exception("rollback after a failed write batch failed")
             return [exc] * len(batch), False
 
+    def _apply_together(self, conn: sqlite3.Connection, batch: _Batch) -> list[list[int] | BaseException]:
+        """Every op of the batch; raises on the first failure (the transaction must then be rolled back)."""
+        outcomes: list[list[int] | BaseException] = []
+        start = 0
+        while start < len(batch):
+            end = _bulk_run_end(batch, start)
+            run = [ops[0] for ops, _ in batch[start:end]]
+            rows = rows_json([op.bulk.row for op in run if op.bulk]) if len(run) > 1 else None
+            if rows is not None and run[0].bulk is not None:
+                if self._apply_one(conn, Op([(sql, (rows,)) for sql in run[0].bulk.statements])) != len(run):
+                    raise sqlite3.IntegrityError("a bulk statement changed another number of rows than it has ops")
+                outcomes += [[1] for _ in run]
+            else:
+                outcomes += [[self._apply_one(conn, op) for op in ops] for ops, _ in batch[start:end]]
+            start = end
+        return outcomes
+
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int] | BaseException:
         conn.execute("SAVEPOINT w")
         try:
@@ -217,24 +223,6 @@ class Writer:
             conn.execute("ROLLBACK TO w")
             conn.execute("RELEASE w")
             return exc
-
-    def _apply_bulk(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> bool:
-        """``ops`` (one Bulk form) in one savepoint; False, with nothing applied, when any of it
-        failed: the caller then applies them one by one, so a bad op still fails alone."""
-        statements = ops[0].bulk.statements if ops[0].bulk else ()
-        rows = _rows_json([op.bulk.row for op in ops if op.bulk])
-        if rows is None:
-            return False
-        conn.execute("SAVEPOINT w")
-        try:
-            if self._apply_one(conn, Op([(sql, (rows,)) for sql in statements])) == len(ops):
-                conn.execute("RELEASE w")
-                return True
-        except Exception as exc:
-            log.debug("a bulk write fell back to one op at a time: %s", exc)
-        conn.execute("ROLLBACK TO w")
-        conn.execute("RELEASE w")
-        return False
 
     def _answer(self, batch: _Batch, outcomes: list[list[int] | BaseException], committed: bool) -> None:
         """On the event loop: the health state, then each caller's result."""

@@ -3,6 +3,8 @@ import ipaddress
 from appliance.api.auth import client_ip
 from appliance.api.ratelimit import RateLimiter
 from appliance.credentials import KEY_RE, generate_key, hash_key, key_prefix, looks_like_key
+from appliance.store.db import connect, migrate
+from appliance.store.ops import apply_sync
 
 
 def test_key_format_and_hash():
@@ -35,15 +37,19 @@ def test_header_names_the_window_closest_to_exhaustion():
     assert decision.headers["X-RateLimit-Remaining"] == "1"
 
 
-def test_counters_are_drained_for_persistence_and_reloaded():
+def test_counters_are_drained_for_persistence_and_reloaded(tmp_path):
     limiter = RateLimiter()
     limiter.hit("k", {"day": 10}, now=100.0)
-    op = limiter.drain()[0]
-    rows = op.many[0]
-    assert rows == [("k", "day", 0, 1)] and limiter.drain() == []
+    conn = connect(tmp_path / "r.db")
+    migrate(conn)
+    apply_sync(conn, limiter.drain())
+    limiter.hit("k", {"day": 10}, now=101.0)
+    apply_sync(conn, limiter.drain())  # the stored counter is updated, not added again
+    rows = [tuple(r) for r in conn.execute("SELECT subject, window, window_start, count FROM rate_counters")]
+    assert rows == [("k", "day", 0, 2)] and limiter.drain() == []
     again = RateLimiter()
     again.load(rows)
-    assert again.hit("k", {"day": 10}, now=200.0).headers["X-RateLimit-Remaining"] == "8"
+    assert again.hit("k", {"day": 10}, now=200.0).headers["X-RateLimit-Remaining"] == "7"
 
 
 def test_client_ip_trusts_only_configured_proxies():

@@ -13,7 +13,7 @@ import pytest
 from appliance.scanning import lifecycle
 from appliance.store import writer as writer_module
 from appliance.store.db import connect, migrate
-from appliance.store.ops import Bulk, Op, apply_one, apply_sync
+from appliance.store.ops import Bulk, Op, apply_one, apply_sync, json_rows, rows_op
 from appliance.store.writer import Writer
 
 pytestmark = pytest.mark.anyio
@@ -181,3 +181,22 @@ async def test_scans_submitted_together_are_stored_as_one_at_a_time_would_store_
         assert len(first) == len(rows) and first == second
     assert [type(v) for v in tables[1].execute("SELECT * FROM scans").fetchone()] == \
         [type(v) for v in tables[0].execute("SELECT * FROM scans").fetchone()]
+
+
+def test_rows_op_writes_what_one_statement_per_row_writes(tmp_path: Path) -> None:
+    rows: list[tuple[Any, ...]] = [(n, f"text {n} 'q' \\ é 😀\t", n / 3, None if n % 2 else n * 10**12)
+                                   for n in range(200)]
+    per_row = "INSERT INTO r (a, b, c, d) VALUES (?, ?, ?, ?)"
+    all_rows = f"INSERT INTO r (a, b, c, d) {json_rows(4)}"
+    stored = []
+    for name, op in (("json", rows_op(per_row, all_rows, rows)),
+                     ("each", Op([(per_row, ())], many={0: rows}))):
+        conn = connect(tmp_path / f"{name}.db")
+        conn.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c REAL, d INTEGER)")
+        assert apply_sync(conn, [op]) == [len(rows)]
+        stored.append(conn.execute("SELECT *, typeof(a), typeof(c), typeof(d) FROM r ORDER BY id").fetchall())
+    assert len(op_of_json := rows_op(per_row, all_rows, rows).statements) == 1 and "json_each" in op_of_json[0][0]
+    assert stored[0] == stored[1]
+    # A value JSON would change (SQLite's JSON ends a text at U+0000): one statement per row.
+    nul = rows_op(per_row, all_rows, [(1, "a\x00b", 0.5, None)])
+    assert nul.statements == [(per_row, ())] and nul.many == {0: [(1, "a\x00b", 0.5, None)]}
