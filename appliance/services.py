@@ -87,6 +87,7 @@ class Services:
             self.events.dispatcher.on_events = self.metrics.scan_events
             self.events.deliveries.on_attempt = self.metrics.delivery
         self._policies: dict[str, Policy] = {}
+        self._quotas: dict[str, int | None] = {}  # tenant -> its own scan_quota column
         self._zones: list[Zone] | None = None
         self._epoch: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -107,6 +108,14 @@ class Services:
             self._policies[tenant_id] = policy
         return policy
 
+    def tenant_quota(self, tenant_id: str) -> int | None:
+        """The tenant's own monthly scan quota (None: the config's applies). Only the CLI changes it,
+        and it bumps the epoch: read once per tenant and epoch, not once per submitted scan."""
+        if tenant_id not in self._quotas:
+            self._quotas[tenant_id] = self.reader.scalar("SELECT scan_quota FROM tenants WHERE id = ?",
+                                                         (tenant_id,))
+        return self._quotas[tenant_id]
+
     def zones(self) -> list[Zone]:
         """The zones of every worker not revoked."""
         if self._zones is None:
@@ -123,6 +132,7 @@ class Services:
             self._epoch = epoch
             self.auth.invalidate()
             self._policies.clear()
+            self._quotas.clear()
             self._zones = None
 
     async def commit_keys(self, *ops: Op) -> list[int]:

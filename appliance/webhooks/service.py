@@ -78,8 +78,7 @@ class EventServices:
                   guarded=True, many={i + 1: rows for i, rows in insert.many.items()})
 
     def quota_limit(self, tenant_id: str) -> int | None:
-        own = self.s.reader.scalar("SELECT scan_quota FROM tenants WHERE id = ?", (tenant_id,))
-        return usage.quota_limit(own, self.s.config["quotas.monthly_scans"])
+        return usage.quota_limit(self.s.tenant_quota(tenant_id), self.s.config["quotas.monthly_scans"])
 
     def quota_refused(self, tenant_id: str) -> Exception:
         """The error for an insert the quota guard stopped (a race lost at the last scan)."""

@@ -176,11 +176,13 @@ async def test_monthly_quota(data_dir, admin_key, own_port):
         # The race: two submissions past the pre-check cannot both take the last scan.
         await run_cli_async("tenants", "set-quota", "default", "3", "--data-dir", str(data_dir))
         import asyncio
+        await asyncio.sleep(1)  # a CLI change reaches the running server within a second (docs/operations.md)
         results = await asyncio.gather(*(client.post("/api/v1/scans", json=scan_body(own_port))
                                          for _ in range(4)))
         assert sorted(r.status_code for r in results) == [201, 429, 429, 429]
         assert (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]["used"] == 3
         await run_cli_async("tenants", "set-quota", "default", "--default", "--data-dir", str(data_dir))
+        await asyncio.sleep(1)
         assert (await client.post("/api/v1/scans", json=scan_body(own_port))
                 ).status_code == 201
         quota = (await client.get("/api/v1/usage/summary")).json()["data"]["quota"]
