@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
 
@@ -34,7 +34,22 @@ def parse_iso(text: str) -> float:
 
 
 def new_id(prefix: str = "") -> str:
-    return f"{prefix}{uuid.uuid4()}"
+    """A random UUID (version 4), as ``uuid.uuid4()`` makes it, from the operating system's random
+    source read 4 KiB at a time: one read per id gives up the GIL on every submitted scan, and the
+    event loop then waits to get it back."""
+    with _pool_lock:
+        if len(_pool) < 16 or _pool_pid[0] != os.getpid():  # a forked child never reuses its parent's bytes
+            _pool[:] = os.urandom(4096)
+            _pool_pid[0] = os.getpid()
+        bits = int.from_bytes(_pool[-16:], "big")
+        del _pool[-16:]
+    h = f"{bits & _V4_KEEP | _VERSION_4 | _VARIANT:032x}"
+    return f"{prefix}{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_pool = bytearray()
+_pool_pid = [0]
+_pool_lock = threading.Lock()
 
 
 def new_ids(count: int) -> list[str]:
@@ -55,4 +70,6 @@ _MS_MASK = (1 << 48) - 1
 _RAND_MASK = (1 << 74) - 1  # 12 bits after the version nibble, 62 after the variant bits
 _LOW_MASK = (1 << 62) - 1
 _VERSION_7 = 0x7 << 76
+_VERSION_4 = 0x4 << 76
+_V4_KEEP = ((1 << 128) - 1) ^ (0xF << 76) ^ (0b11 << 62)  # every bit but the version's and the variant's
 _VARIANT = 0b10 << 62
