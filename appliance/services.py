@@ -22,7 +22,7 @@ from appliance.scanning import model
 from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
 from appliance.scanning.intake import Intake, IntakeSettings
 from appliance.scanning.job import Job
-from appliance.scanning.queue import Backend, ScanQueue
+from appliance.scanning.queue import ATTACHED, Backend, ScanQueue
 from appliance.scanning.reconciler import Reconciler, ReconcilerSettings
 from appliance.scanning.reporter import LocalReporter
 from appliance.scanning.task import ScanTask, TaskSettings
@@ -60,7 +60,10 @@ class Services:
         busy = config["storage.busy_timeout_ms"]
         self.reader = Reader(config.db_path, busy)
         self.scan_defaults: dict[str, Any] = {}  # every scans column with its DEFAULT, read at start
-        self.writer = Writer(config.db_path, busy)
+        backend = make_backend(config)
+        # The SQLite queue's file is attached to the writer's connection: see ScanQueue.adding_task.
+        self.writer = Writer(config.db_path, busy,
+                             attach=None if backend.blocking else {ATTACHED: config.queue_path})
         self.rows = RowCache(lambda: self.writer.commits,
                              lambda: int(self.reader.scalar("PRAGMA data_version")))
         self.limiter = RateLimiter()
@@ -70,7 +73,7 @@ class Services:
         self.engines = build_registry(config["engines.paths"], config.engine_data_dir,
                                       config.engine_settings())
         self.dispatcher = Dispatcher(self.policy, self.engines, self.zones)
-        self.queue = ScanQueue(make_backend(config), self._run_job)
+        self.queue = ScanQueue(backend, self._run_job)
         self.intake = Intake(self.reader, self.writer, self.dispatcher, self.queue.enqueue, IntakeSettings(
             config["scans.lease_seconds"], config["scans.max_running_per_tenant"]))
         self.reconciler = Reconciler(self.reader, self.writer, self.dispatcher, self.queue.enqueue,
@@ -201,6 +204,7 @@ class Services:
         self._check_epoch()
         self.scan_defaults = model.new_scan_row(self.reader)
         await self.signing.start()  # before anything runs: a broken key store stops the start here
+        self.queue.backend.prepare()
         await self.writer.start()
         for drain in (self.limiter.drain, self.auth.drain, self.calls.drain):
             self.writer.add_source(drain)

@@ -80,16 +80,21 @@ async def submit_scan(services: Services, grant: KeyGrant, data: Any, template_i
         raise ApiError(403, "TARGET_NOT_ALLOWED", f"target not allowed: {problem}")
     row["zone"] = services.dispatcher.route(target, addresses)
     row["template_id"] = template_id
-    if not (await services.writer.write(await services.events.admit(row, lifecycle.submit(row))))[0]:
+    stored = {**services.scan_defaults, **row}  # what is committed (a test compares it with the row)
+    job = services.dispatcher.job(stored, addresses)
+    insert = lifecycle.submit(row)
+    queued = services.queue.adding_task(insert, job)  # the task in the same transaction (SQLite queue)
+    if not (await services.writer.write(await services.events.admit(row, queued or insert)))[0]:
         raise services.events.quota_refused(grant.tenant_id)
-    stored = {**services.scan_defaults, **row}  # what was just committed (a test compares it with the row)
-    # Huey's storage blocks (SQLite lock, Redis round trip): keep it off the event loop. A crash
-    # between the two writes leaves a queued scan without a task, which the reconciler enqueues; so
-    # does a failed enqueue here: the scan is stored, and a 500 would make the client submit it twice.
-    try:
-        await services.enqueue_async(services.dispatcher.job(stored, addresses))
-    except Exception:
-        log.exception("enqueue of scan %s failed; the reconciler will enqueue it", row["id"])
+    if queued is None:
+        # Redis: Huey's storage blocks (a round trip), so the enqueue runs off the event loop after the
+        # commit. A crash between the two writes leaves a queued scan without a task, which the
+        # reconciler enqueues; so does a failed enqueue here: the scan is stored, and a 500 would make
+        # the client submit it twice.
+        try:
+            await services.enqueue_async(job)
+        except Exception:
+            log.exception("enqueue of scan %s failed; the reconciler will enqueue it", row["id"])
     return model.scan_json(stored)
 
 

@@ -35,8 +35,12 @@ from huey.serializer import Serializer
 from huey.storage import PriorityRedisStorage, SqliteStorage
 
 from appliance.scanning.job import Job
+from appliance.store.ops import Bulk, Op
 
 log = logging.getLogger(__name__)
+# The name the writer's connection attaches queue.db under (SQLite queue): a scan's task is inserted
+# in the transaction that stores the scan (ScanQueue.adding_task).
+ATTACHED = "queuedb"
 HUEY_PRIORITY = {"critical": 30, "high": 20, "normal": 10, "low": 0}
 TASK_NAME = "run_scan"
 
@@ -175,6 +179,11 @@ class Backend:
     def blocking(self) -> bool:
         return self.kind == "redis"
 
+    def prepare(self) -> None:
+        """Create queue.db and Huey's tables (SQLite), before another connection attaches it."""
+        if self.kind == "sqlite":
+            self.huey("cix-prepare").storage.close()
+
     def huey(self, name: str) -> Huey:
         if self.kind == "redis":
             return Huey(name, storage_class=PriorityRedisStorage, connection_pool=self._pool, blocking=True,
@@ -226,6 +235,27 @@ class ScanQueue:
                 task.schedule((job.to_dict(),), delay=delay, priority=priority)
             else:
                 task(job.to_dict(), priority=priority, id=_task_id())
+
+    def adding_task(self, op: Op, job: Job) -> Op | None:
+        """``op`` that also puts ``job`` in its queue, as :meth:`enqueue` would, for the writer's
+        connection where queue.db is attached (SQLite queue): the scan and its task are committed
+        together, and no thread hop to an enqueue follows the commit. None with Redis, or for a
+        message the JSON of a bulk write would not carry unchanged; then :meth:`enqueue` after the commit."""
+        if self.backend.blocking or op.bulk is None:
+            return None
+        huey, task = self._queue(job.zone, job.scan_type)
+        priority = HUEY_PRIORITY[job.priority]
+        message = huey.serialize_task(task.s(job.to_dict(), priority=priority, id=_task_id()))
+        if not message.isascii() or b"\x00" in message:
+            return None
+        params = (huey.storage.name, message.decode(), priority)
+        at = len(op.bulk.row)
+        insert_rows = (f"INSERT INTO {ATTACHED}.task (queue, data, priority) SELECT value ->> {at},"
+                       f" CAST(value ->> {at + 1} AS BLOB), value ->> {at + 2}"
+                       " FROM json_each(?) WHERE true ORDER BY key")
+        return Op([*op.statements, (f"INSERT INTO {ATTACHED}.task (queue, data, priority)"
+                                    " VALUES (?, CAST(? AS BLOB), ?)", params)],
+                  bulk=Bulk((*op.bulk.statements, insert_rows), (*op.bulk.row, *params)))
 
     @contextlib.contextmanager
     def batching(self) -> Iterator[None]:

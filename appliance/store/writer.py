@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,8 +63,10 @@ def _bulk_run_end(batch: _Batch, start: int) -> int:
 
 
 class Writer:
-    def __init__(self, path: Path, busy_timeout_ms: int = 5000, flush_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000, flush_interval: float = 1.0,
+                 attach: Mapping[str, Path] | None = None) -> None:
         self._path = path
+        self._attach = dict(attach or {})  # schema name -> database file, written in the same transactions
         self._busy_timeout_ms = busy_timeout_ms
         self._flush_interval = flush_interval
         self._queue: asyncio.Queue[tuple[Sequence[Op], asyncio.Future[list[int]] | None]] = asyncio.Queue()
@@ -91,6 +93,9 @@ class Writer:
         # (SQLite's default is 2 MiB), and checkpoints that copy a page once for many commits.
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        for name, path in self._attach.items():
+            conn.execute(f"ATTACH DATABASE ? AS {name}", (str(path),))
+            conn.execute(f"PRAGMA {name}.synchronous = NORMAL")
         return conn
 
     async def stop(self) -> None:

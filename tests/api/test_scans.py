@@ -293,3 +293,34 @@ async def test_a_scan_read_twice_is_read_from_the_database_once_and_never_stale(
         conn.execute("UPDATE scans SET name = 'renamed elsewhere' WHERE id = ?", (scan["id"],))
     services._check_epoch()
     assert (await client.get(f"/api/v1/scans/{scan['id']}")).json()["data"]["name"] == "renamed elsewhere"
+
+
+async def test_a_submitted_scan_and_its_queue_task_are_committed_together(data_dir, admin_key, monkeypatch):
+    """SQLite queue: the task is inserted by the transaction that stores the scan (no enqueue after
+    the commit); Huey reads each back as the job of its scan, by priority. A refused scan has none."""
+    async with serve_in_process(data_dir, queue__workers=0) as c:
+        c.headers["X-API-Key"] = admin_key
+        services = c.app.state.services
+
+        async def no_enqueue(job: Any) -> None:
+            raise AssertionError("enqueued after the commit")
+
+        monkeypatch.setattr(services, "enqueue_async", no_enqueue)
+        import asyncio
+        priorities = ["low", "high", "normal", "critical"] * 5
+        answers = await asyncio.gather(*(submit(c, target="127.0.0.1", priority=p, options={"ports": "80"})
+                                         for p in priorities))
+        assert [a.status_code for a in answers] == [201] * len(priorities)
+        ids = [a.json()["data"]["id"] for a in answers]
+        huey, _ = services.queue._queue("", "nmap")
+        jobs = [huey.deserialize_task(raw).args[0] for raw in huey.storage.enqueued_items()]
+        assert sorted(j["scan_id"] for j in jobs) == sorted(ids)
+        order = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+        assert [order[j["priority"]] for j in jobs] == sorted(order[p] for p in priorities)
+        assert all(j["target"] == "127.0.0.1" and j["options"] == {"ports": "80"} for j in jobs)
+        # Over the quota: no scan, no task.
+        await run_cli_async("tenants", "set-quota", "default", "1", "--data-dir", str(data_dir))
+        services._check_epoch()
+        refused = await submit(c, target="127.0.0.1", options={"ports": "80"})
+        assert refused.status_code == 429
+        assert len(huey.storage.enqueued_items()) == len(priorities)
