@@ -139,7 +139,7 @@ def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans acc
         before = json.loads(appliance.tool("counts"))
         with spy(setup, appliance, f"post-{appliance.name}"):
             run = wrk(appliance.url + "/api/v1/scans", setup.seconds, keys=setup.keys(appliance), method="POST",
-                      body=submit_body(setup))
+                      body=submit_body(setup), server_pid=appliance.server.pid if appliance.server else None)
         after = json.loads(appliance.tool("counts"))
         accepted = run["requests"] - run["non2xx"]
         # Requests in flight when wrk stopped may be stored without being counted: at most one per connection.
@@ -152,7 +152,8 @@ def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans acc
     ok = goal is None or (rate >= goal and durable)
     return Row(f"{label} [{appliance.name}]", f"{rate:,.0f}/s", "" if goal is None else f">= {goal:,.0f}/s",
                _invalid(runs) or ("" if goal is None else verdict(ok)) or ("" if durable else "NOT durable"),
-               f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms; every 2xx a queued row and a queue task: "
+               f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms; server CPU per request "
+               f"{median([r.get('cpu_us', 0) for r in runs]):.0f} µs; every 2xx a queued row and a queue task: "
                f"{'yes' if durable else 'NO'}")
 
 
