@@ -32,7 +32,9 @@ class Job:
     max_findings: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Not dataclasses.asdict: its deep copy costs more than the rest of a submission's queueing;
+        # every caller serializes the dict at once.
+        data = {name: getattr(self, name) for name in _ALL_FIELDS}
         data["addresses"] = list(self.addresses)
         return data
 
@@ -50,3 +52,6 @@ class Job:
         if max_findings is not None and (not isinstance(max_findings, int) or isinstance(max_findings, bool)):
             raise JobError("job field max_findings must be an integer")
         return cls(**{name: data[name] for name in _FIELDS}, addresses=tuple(addresses), max_findings=max_findings)
+
+
+_ALL_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
