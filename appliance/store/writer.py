@@ -185,7 +185,8 @@ class Writer:
                 outcomes = self._apply_together(conn, batch)
             except Exception as exc:
                 log.debug("a write batch is applied again op by op: %s", exc)
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [self._apply_ops(conn, ops) for ops, _ in batch]
             conn.execute("COMMIT")
