@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -50,6 +52,15 @@ def new_id(prefix: str = "") -> str:
 _pool = bytearray()
 _pool_pid = [0]
 _pool_lock = threading.Lock()
+
+
+def unique_ids() -> Callable[[], str]:
+    """A maker of UUID-shaped ids, unique in this process by a counter and across processes by a
+    random prefix: for ids that need not be secret, made without reading the random source each time
+    (a read gives up the GIL, and a busy event loop makes the thread wait to get it back)."""
+    prefix = new_id()[:24]
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 def new_ids(count: int) -> list[str]:

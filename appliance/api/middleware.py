@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
 from appliance.validate import parse_decimal
 
@@ -31,14 +30,7 @@ SERVER_HEADER = (b"server", b"cix-appliance")
 Observer = Callable[[Scope, int, float, str], None]
 
 
-_ID_PREFIX = str(uuid.uuid4())[:24]  # random per process; ids are unique, not secret
-_ID_COUNTER = itertools.count(1)
-
-
-def _new_request_id() -> str:
-    """UUID-shaped and unique: a random prefix per process and a counter (uuid4 per request costs a
-    getrandom system call on every request)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+_new_request_id = clock.unique_ids()  # a uuid4 per request would cost a random read each
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import itertools
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,6 +32,7 @@ from huey.registry import Message
 from huey.serializer import Serializer
 from huey.storage import PriorityRedisStorage, SqliteStorage
 
+from appliance import clock
 from appliance.scanning.job import Job
 from appliance.store.ops import Bulk, Op
 
@@ -50,7 +49,7 @@ class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no ty
     :meth:`batch`, which puts several enqueues in one transaction and one statement."""
 
     _batching: int | None = None  # the thread whose batch transaction is open
-    _pending: list[tuple[str, float]] | None = None  # that batch's enqueued messages, inserted at its end
+    _pending: list[tuple[str, str, float]] | None = None  # that batch's enqueued tasks, inserted at its end
 
     def _create_connection(self):  # type: ignore[no-untyped-def]
         conn = super()._create_connection()
@@ -70,9 +69,7 @@ class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no ty
             try:
                 yield
                 if self._pending:
-                    conn.execute("INSERT INTO task (queue, data, priority) SELECT ?, CAST(value ->> 0 AS BLOB),"
-                                 " value ->> 1 FROM json_each(?) ORDER BY key",
-                                 (self.name, json.dumps(self._pending)))
+                    conn.execute(_insert_tasks("task"), (json.dumps(self._pending),))
             except BaseException:
                 conn.rollback()
                 raise
@@ -87,7 +84,7 @@ class WalSqliteStorage(SqliteStorage):  # type: ignore[misc]  # huey ships no ty
         # from the batch's JSON are these bytes; anything else is inserted as Huey would.
         batched = self._pending is not None and self._batching == threading.get_ident()
         if batched and data.isascii() and b"\x00" not in data:
-            self._pending.append((data.decode(), priority or 0))  # type: ignore[union-attr]
+            self._pending.append((self.name, data.decode(), priority or 0))  # type: ignore[union-attr]
         else:
             super().enqueue(data, priority)
 
@@ -136,14 +133,13 @@ def _decode(value: Any) -> Any:
     return value
 
 
-_TASK_ID_PREFIX = str(uuid.uuid4())[:24]  # random per process: ids unique across hosts, not secret
-_TASK_IDS = itertools.count(1)
+_task_id = clock.unique_ids()  # instead of Huey's uuid4 per task (a random read each)
 
 
-def _task_id() -> str:
-    """UUID-shaped, unique, and made without Huey's uuid4: a getrandom system call per task would give
-    up the GIL, and the enqueue thread would wait for the busy event loop to get it back."""
-    return f"{_TASK_ID_PREFIX}{next(_TASK_IDS) & 0xFFFFFFFFFFFF:012x}"
+def _insert_tasks(table: str, at: int = 0) -> str:
+    """Huey's task rows (queue, data, priority) from a JSON array, values ``at`` onwards in each row."""
+    return (f"INSERT INTO {table} (queue, data, priority) SELECT value ->> {at}, CAST(value ->> {at + 1} AS BLOB),"
+            f" value ->> {at + 2} FROM json_each(?) WHERE true ORDER BY key")
 
 
 class EmbeddedConsumer(Consumer):  # type: ignore[misc]  # huey ships no type information
@@ -249,13 +245,10 @@ class ScanQueue:
         if not message.isascii() or b"\x00" in message:
             return None
         params = (huey.storage.name, message.decode(), priority)
-        at = len(op.bulk.row)
-        insert_rows = (f"INSERT INTO {ATTACHED}.task (queue, data, priority) SELECT value ->> {at},"
-                       f" CAST(value ->> {at + 1} AS BLOB), value ->> {at + 2}"
-                       " FROM json_each(?) WHERE true ORDER BY key")
         return Op([*op.statements, (f"INSERT INTO {ATTACHED}.task (queue, data, priority)"
                                     " VALUES (?, CAST(? AS BLOB), ?)", params)],
-                  bulk=Bulk((*op.bulk.statements, insert_rows), (*op.bulk.row, *params)))
+                  bulk=Bulk((*op.bulk.statements, _insert_tasks(f"{ATTACHED}.task", len(op.bulk.row))),
+                            (*op.bulk.row, *params)))
 
     @contextlib.contextmanager
     def batching(self) -> Iterator[None]:

@@ -38,3 +38,10 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     os.waitpid(pid, 0)
     parent = [clock.new_id() for _ in range(10)]
     assert len(child) == 10 and not set(child) & set(parent)
+
+
+def test_unique_ids_are_uuid_shaped_and_differ_between_makers() -> None:
+    first, second = clock.unique_ids(), clock.unique_ids()
+    ids = [first() for _ in range(1000)] + [second() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i)) == i for i in ids)
