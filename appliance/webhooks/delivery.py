@@ -58,7 +58,7 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
 
 class DeliveryEngine:
     def __init__(self, reader: Reader, writer: Writer, box: SecretBox, egress: EgressPolicy,
-                 schedule: Sequence[float], context: ssl.SSLContext, concurrency: int = 64,
+                 schedule: Sequence[float], context: ssl.SSLContext | None = None, concurrency: int = 64,
                  tenant_concurrency: int = 48, poll: float = 1.0) -> None:
         self._reader = reader
         self._writer = writer
@@ -84,9 +84,13 @@ class DeliveryEngine:
 
     def _http(self) -> httpx.AsyncClient:
         """The client, made for the first send: httpx and the transport it builds (httpcore, h11,
-        anyio) are a tenth of the appliance's start, and most starts have nothing to deliver."""
+        anyio) are a tenth of the appliance's start, and most starts have nothing to deliver. So is
+        reading the system's CA store, when no ``context`` was given."""
         if self._client is None:
             import httpx
+
+            if self._context is None:
+                self._context = client_context()
 
             # No keep-alive: a pooled connection is keyed by address, and one verified for one name
             # must not carry another name's delivery. Proxies from the environment are never used.
