@@ -15,10 +15,10 @@ from starlette.routing import Route
 from appliance import logs
 from appliance.api import audit, engines, keys, reports, results, scans, templates, usage, webhooks
 from appliance.api.envelope import error_response
+from appliance.api.metrics import metrics_endpoint
 from appliance.api.middleware import ERROR_CODE, Observer, RequestMiddleware
 from appliance.config import Config
 from appliance.errors import ApiError, StorageFull
-from appliance.metrics import metrics_endpoint
 from appliance.routing import PrefixRouter
 from appliance.scanning.reporter import INTERNAL_PREFIX
 from appliance.services import Services

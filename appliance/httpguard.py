@@ -1,5 +1,5 @@
-"""Limits on what one client can make the server hold while it reads a request, and the HTTP
-protocol of the post-quantum listener that enforces them.
+"""The HTTP protocol of the post-quantum listener, which enforces the limits of
+:mod:`appliance.httplimits` on what one client can make the server hold while it reads a request.
 
 The main listener is granian's (:mod:`appliance.server`), which enforces the same limits in Rust.
 The post-quantum listener hands decrypted bytes to uvicorn's httptools protocol, which bounds an
@@ -13,26 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from appliance.api.middleware import SERVER_HEADER
+from appliance.httplimits import Limits, busy
 
 log = logging.getLogger(__name__)
-MAX_HEADER_BYTES = 16 * 1024
-MAX_HEADERS = 100
-
-
-@dataclass(frozen=True)
-class Limits:
-    header_timeout: float = 10.0  # first byte (or connection) to the end of the headers; body: idle time
-    handshake_timeout: float = 10.0
-    max_connections: int = 1000
-    max_header_bytes: int = MAX_HEADER_BYTES  # request line and headers together
-    max_headers: int = MAX_HEADERS
 
 
 class _HeadersTooLarge(Exception):
@@ -43,15 +30,6 @@ def _raw_response(status: bytes, code: str, message: str) -> bytes:
     body = json.dumps({"success": False, "error": message, "code": code}).encode()
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
-
-
-async def busy(scope: Scope, receive: Receive, send: Send) -> None:
-    body = json.dumps({"success": False, "error": "too many connections; retry shortly",
-                       "code": "SERVICE_UNAVAILABLE"}).encode()
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"), (b"connection", b"close"), SERVER_HEADER]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -1,4 +1,5 @@
-"""Prometheus metrics (``GET /metrics``, off unless ``metrics.enabled``).
+"""Prometheus metrics (``GET /metrics``, off unless ``metrics.enabled``; the route is in
+:mod:`appliance.api.metrics`, so that prometheus_client is loaded only when metrics are on).
 
 Labels never carry ids, keys or paths: routes are templates (``/api/v1/scans/{scan_id}``), scans are
 counted by scan type, status and priority. What the scans table knows (scans by type and status,
@@ -8,30 +9,20 @@ finished scans and their durations) is counted as it happens, in this process.
 """
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
-from appliance.api.auth import client_ip
 from appliance.api.middleware import ERROR_CODE, PRINCIPAL
-from appliance.errors import ApiError
 from appliance.logs import route_template
 from appliance.scanning.lifecycle import STATUSES
 from appliance.scanning.model import PRIORITIES
 from appliance.store import Reader
 
-if TYPE_CHECKING:
-    from appliance.services import Services
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 AUTH_FAILURES = ("MISSING_API_KEY", "INVALID_API_KEY", "KEY_EXPIRED", "KEY_REVOKED", "KEY_SUSPENDED")
 FINAL = {"scan.completed": "completed", "scan.failed": "failed", "scan.cancelled": "cancelled"}
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -126,25 +117,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _allowed(ip: str, networks: Iterator[str] | Sequence[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """``GET /metrics``: no API key (Prometheus scrapes without one); ``metrics.allowed_ips`` limits
-    who may read it. 404 while metrics are off, as if the route did not exist."""
-    services: Services = request.app.state.services
-    if services.metrics is None:
-        raise ApiError(404, "NOT_FOUND", "not found")
-    allowed = services.config["metrics.allowed_ips"]
-    ip = client_ip(request.scope, services.auth.proxies)
-    if allowed and not _allowed(ip, allowed):
-        raise ApiError(403, "IP_NOT_ALLOWED", f"metrics are not served to {ip}")
-    body = await asyncio.to_thread(services.metrics.render)
-    return Response(body, media_type=CONTENT_TYPE)

@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from appliance.connections import ConnectionGauge
-from appliance.httpguard import Limits, busy
+from appliance.httplimits import Limits, busy
 
 if TYPE_CHECKING:
     from OpenSSL import SSL

@@ -12,12 +12,11 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.api.auth import Authenticator
 from appliance.api.ratelimit import RateLimiter
 from appliance.config import Config
-from appliance.metrics import Metrics
 from appliance.scanning import model
 from appliance.scanning.dispatch import Dispatcher, Zone, zones_from
 from appliance.scanning.intake import Intake, IntakeSettings
@@ -35,6 +34,9 @@ from appliance.usage import CallLog
 from appliance.webhooks.service import EventServices
 from engines import Engine, build_registry
 from engines.registry import probe_all
+
+if TYPE_CHECKING:
+    from appliance.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class Services:
         self.signing = SigningService(self)  # signing keys, signed reports, audit checkpoints
         self.metrics: Metrics | None = None
         if config["metrics.enabled"]:
+            from appliance.metrics import Metrics  # prometheus_client: only when metrics are on
+
             self.metrics = Metrics(self.reader, list(self.engines))
             self.events.dispatcher.on_events = self.metrics.scan_events
             self.events.deliveries.on_attempt = self.metrics.delivery

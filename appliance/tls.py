@@ -7,17 +7,18 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 CERT_NAME = "tls-cert.pem"
 KEY_NAME = "tls-key.pem"
 
 
 def make_self_signed(directory: Path, hostname: str, days: int = 825) -> tuple[Path, Path]:
     """ECDSA P-256 certificate for ``hostname``, localhost, 127.0.0.1 and ::1; key file mode 0600."""
+    # Only `init` makes a certificate: `serve` imports this module without cryptography's x509 layer.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cix-appliance")])

@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dns.exception
-import dns.rdatatype
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.resolver
 
 QUERY_LIFETIME = 2.0
 WORKERS = 16
@@ -40,6 +39,10 @@ class BruteResult:
 
 
 def make_resolver(server: str, port: int = 53) -> dns.resolver.Resolver:
+    # dnspython is imported by the scans that query, not with the engines at every start, where it was
+    # the largest single import (its resolver brings the async, DoH and DoQ machinery along).
+    import dns.resolver
+
     resolver = dns.resolver.Resolver(configure=False)  # never /etc/resolv.conf: only the configured server
     resolver.nameservers = [server]
     resolver.port = port
@@ -52,6 +55,10 @@ def make_resolver(server: str, port: int = 53) -> dns.resolver.Resolver:
 def lookup(resolver: dns.resolver.Resolver, name: str) -> tuple[list[str] | None, bool]:
     """(addresses, answered): None addresses when the name does not exist; answered is False when the
     resolver gave no usable answer (timeout, refusal, server failure)."""
+    import dns.exception
+    import dns.rdatatype
+    import dns.resolver
+
     addresses: list[str] = []
     exists = False
     for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):

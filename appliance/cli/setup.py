@@ -96,7 +96,7 @@ def serve(data_dir: Path, config_file: Path | None, host: str | None, port: int 
       cix-appliance serve --data-dir /var/lib/cix-appliance --port 8443
     """
     from appliance.app import create_app  # the server stack is only loaded by the command that needs it
-    from appliance.httpguard import Limits
+    from appliance.httplimits import Limits
     from appliance.server import Listen, bind, run
 
     cfg = load_config(data_dir, config_file)

@@ -25,14 +25,18 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from huey import Huey
-from huey.api import Task, TaskWrapper
-from huey.consumer import Consumer
-from huey.registry import Message
-from huey.serializer import Serializer
-from huey.storage import PriorityRedisStorage, SqliteStorage
-
 from appliance import clock
+from appliance.scanning.hueylib import (
+    Consumer,
+    Huey,
+    Message,
+    PriorityRedisStorage,
+    Serializer,
+    SqliteStorage,
+    Task,
+    TaskWrapper,
+    with_redis,
+)
 from appliance.scanning.job import Job
 from appliance.store.ops import Bulk, Op
 
@@ -167,6 +171,7 @@ class Backend:
         if kind == "redis":
             from redis import ConnectionPool  # only a Redis deployment needs the client
 
+            with_redis()
             self._pool = ConnectionPool.from_url(redis_url or "", health_check_interval=30)
         elif kind != "sqlite":
             raise ValueError(f"unknown queue backend {kind!r}")

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 import orjson
 
 from appliance.scanning.intake import Claim, Intake, claim_from_json
 from appliance.scanning.job import Job
 from engines.base import Finding
+
+if TYPE_CHECKING:
+    import httpx  # only a remote worker's reporter uses it; the appliance imports this module at start
 
 T = TypeVar("T")
 WORKER_TOKEN_HEADER = "X-Worker-Token"
@@ -101,6 +103,8 @@ class RemoteReporter:
         self.name = name
 
     def _post(self, path: str, body: dict[str, Any], content: bytes | None = None) -> Any:
+        import httpx
+
         try:
             # orjson: a findings batch is hundreds of kilobytes of JSON, encoded on the scan's thread.
             response = self._client.post(f"{INTERNAL_PREFIX}/{path}", content=content or _encode(body),

@@ -19,8 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from appliance import clock
 from appliance.store import Reader, Writer
@@ -29,6 +28,9 @@ from appliance.webhooks import signing
 from appliance.webhooks.egress import Destination, EgressError, EgressPolicy
 from appliance.webhooks.secretbox import SecretBox
 from appliance.webhooks.store import signing_secrets
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
@@ -56,7 +58,7 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
 
 class DeliveryEngine:
     def __init__(self, reader: Reader, writer: Writer, box: SecretBox, egress: EgressPolicy,
-                 schedule: Sequence[float], context: ssl.SSLContext, concurrency: int = 64,
+                 schedule: Sequence[float], context: ssl.SSLContext | None = None, concurrency: int = 64,
                  tenant_concurrency: int = 48, poll: float = 1.0) -> None:
         self._reader = reader
         self._writer = writer
@@ -77,13 +79,25 @@ class DeliveryEngine:
         self.on_attempt: Callable[[str], None] | None = None
 
     async def start(self) -> None:
-        # No keep-alive: a pooled connection is keyed by address, and one verified for one name
-        # must not carry another name's delivery. Proxies from the environment are never used.
-        self._client = httpx.AsyncClient(
-            verify=self._context, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(TIMEOUT),
-            limits=httpx.Limits(max_connections=self._limit + 16, max_keepalive_connections=0))
         self._loop_task = asyncio.create_task(self._run(), name="webhook-deliveries")
         self._wake.set()  # deliveries that came due while the appliance was down
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client, made for the first send: httpx and the transport it builds (httpcore, h11,
+        anyio) are a tenth of the appliance's start, and most starts have nothing to deliver. So is
+        reading the system's CA store, when no ``context`` was given."""
+        if self._client is None:
+            import httpx
+
+            if self._context is None:
+                self._context = client_context()
+
+            # No keep-alive: a pooled connection is keyed by address, and one verified for one name
+            # must not carry another name's delivery. Proxies from the environment are never used.
+            self._client = httpx.AsyncClient(
+                verify=self._context, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(TIMEOUT),
+                limits=httpx.Limits(max_connections=self._limit + 16, max_keepalive_connections=0))
+        return self._client
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop sending; attempts still running after ``grace`` are abandoned and stay pending, to be
@@ -208,17 +222,19 @@ class DeliveryEngine:
 
     async def send(self, destination: Destination, headers: dict[str, str], body: bytes) -> Result:
         """POST ``body`` to the vetted address, TLS verified for the URL's host; no redirects."""
-        assert self._client is not None
+        import httpx
+
+        client = self._http()
         extensions = {"sni_hostname": destination.host} if destination.is_name else {}
         started = time.perf_counter()
         status: int | None = None
         raw = b""
         try:
             async with asyncio.timeout(TIMEOUT):
-                request = self._client.build_request("POST", destination.connect_url, content=body,
+                request = client.build_request("POST", destination.connect_url, content=body,
                                                      headers={**headers, "Host": destination.host_header},
                                                      extensions=extensions)
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     status = response.status_code
                     async for chunk in response.aiter_raw():

@@ -33,9 +33,12 @@ class EventServices:
         self.box = SecretBox.open(cfg.data_dir)  # creates the key on the first start of an older data dir
         self.egress = EgressPolicy(cfg["webhooks.allowed_networks"], cfg["webhooks.denied_networks"])
         schedule = cfg["webhooks.retry_schedule"]
+        # Without webhooks.ca_file the context (the system's CA store, ~30 ms) is made at the first
+        # delivery; a configured one is read now, so that a bad file still stops the start.
+        ca_file = cfg["webhooks.ca_file"]
         self.deliveries = DeliveryEngine(services.reader, services.writer, self.box, self.egress, schedule,
-                                         client_context(cfg["webhooks.ca_file"]), cfg["webhooks.concurrency"],
-                                         cfg["webhooks.tenant_concurrency"])
+                                         client_context(ca_file) if ca_file else None,
+                                         cfg["webhooks.concurrency"], cfg["webhooks.tenant_concurrency"])
         self.dispatcher = EventDispatcher(services.reader, services.writer, self.box, len(schedule), scan_json,
                                           self.deliveries.wake)
         self.pruner = Pruner(cfg, services.reader, services.writer)

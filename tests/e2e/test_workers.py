@@ -53,15 +53,18 @@ class Redis:
 
 class Worker:
     def __init__(self, server: Server, redis: Redis, name: str, workdir: Path, *zones: str,
-                 concurrency: int = 2) -> None:
+                 concurrency: int = 2, command: list[str] = APPLIANCE) -> None:
         args = [a for z in zones for a in ("--zone", z)]
-        self.token = cli_json("workers", "add", name, "--data-dir", str(server.data_dir), *args)["token"]
+        self.token = cli_json("workers", "add", name, "--data-dir", str(server.data_dir), *args,
+                              command=command)["token"]
         self.name = name
         self.workdir = workdir
         self.log = workdir.parent / f"worker-{name}.log"
-        env = {**os.environ, "CIX_WORKER_TOKEN": self.token, "CIX_QUEUE_URL": redis.url}
+        tmp = workdir.parent / "tmp"  # where the binary unpacks itself (see Server.start)
+        tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "CIX_WORKER_TOKEN": self.token, "CIX_QUEUE_URL": redis.url, "TMPDIR": str(tmp)}
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*APPLIANCE, "worker", "--appliance", server.base, "--ca-file",
+            self.proc = subprocess.Popen([*command, "worker", "--appliance", server.base, "--ca-file",
                                           str(server.data_dir / "tls-cert.pem"), "--concurrency", str(concurrency),
                                           "--work-dir", str(workdir)], stdout=log, stderr=log, env=env)
 
