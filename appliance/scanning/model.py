@@ -160,8 +160,8 @@ def findings_op(scan_id: str, lease_id: str, rows: Sequence[FindingRow]) -> Op:
     fingerprint within a scan is stored once."""
     packed = _packed(scan_id, rows)
     if packed is None:
-        return Op([holds_lease(scan_id, lease_id), (_INSERT, ())], many={1: rows}, guarded=True)
-    return Op([holds_lease(scan_id, lease_id), (_PACKED_INSERT, packed)], guarded=True)
+        return Op([holds_lease(scan_id, lease_id), (_INSERT, ())], many={1: rows}, guarded=True, bounded=True)
+    return Op([holds_lease(scan_id, lease_id), (_PACKED_INSERT, packed)], guarded=True, bounded=True)
 
 
 def _packed(scan_id: str, rows: Sequence[FindingRow]) -> tuple[str, bytes, bytes, int, int] | None:

@@ -22,6 +22,9 @@ class Op:
     statements: list[Statement]
     guarded: bool = False
     many: dict[int, Sequence[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
+    # The op changes a bounded number of pages (a findings batch, at most a request body's worth):
+    # the writer may keep its savepoint journal in memory (see Writer._apply).
+    bounded: bool = False
 
 
 def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:

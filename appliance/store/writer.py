@@ -63,6 +63,7 @@ class Writer:
         # Why writes fail right now ("database or disk is full"), else None; /health reports it.
         self.problem: str | None = None
         self.commits = 0  # transactions committed: a change here empties the caches of rows read (rowcache.py)
+        self.journal_in_memory = False  # the connection's temp_store, as _apply last set it
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -160,6 +161,7 @@ class Writer:
         """On the connection's thread: the whole batch in one transaction, each op list in a savepoint."""
         outcomes: list[list[int] | BaseException] = []
         try:
+            self._journal(conn, all(op.bounded for ops, _ in batch for op in ops))
             conn.execute("BEGIN IMMEDIATE")
             for ops, _ in batch:
                 conn.execute("SAVEPOINT w")
@@ -182,6 +184,17 @@ class Writer:
             except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
                 log.exception("rollback after a failed write batch failed")
             return [exc] * len(batch), False
+
+    def _journal(self, conn: sqlite3.Connection, in_memory: bool) -> None:
+        """Where the savepoint and statement journals of the next transaction go. Each op runs in a
+        savepoint and a findings batch is one multi-row statement: SQLite copies every page they
+        change into a journal first, a temporary file past 64 KiB, written page by page (about 7 µs
+        of system time per finding). In memory when every op of the batch is ``bounded``; on file
+        otherwise, so that an op deleting a whole scan's findings never holds them all in RAM. Set
+        before BEGIN: SQLite reads it when a transaction starts."""
+        if in_memory != self.journal_in_memory:
+            conn.execute(f"PRAGMA temp_store = {'MEMORY' if in_memory else 'DEFAULT'}")
+            self.journal_in_memory = in_memory
 
     def _answer(self, batch: _Batch, outcomes: list[list[int] | BaseException], committed: bool) -> None:
         """On the event loop: the health state, then each caller's result."""
