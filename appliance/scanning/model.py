@@ -2,19 +2,21 @@
 :mod:`appliance.scanning.lifecycle`)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from appliance import clock
 from appliance.scanning.lifecycle import holds_lease
 from appliance.store.ops import Op
 from appliance.store.reader import Reader
-from engines.base import SEVERITIES, Finding, fingerprint
+from engines.base import SEVERITIES, Finding, fingerprint_of
 
 PRIORITIES = ("critical", "high", "normal", "low")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -86,18 +88,35 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
-def finding_json(finding: Finding | Mapping[str, Any], scan_id: str, engine: str, finding_id: str) -> dict[str, Any]:
-    """The contract's finding object (§4), from a :class:`Finding` or its fields by name (a remote
-    worker's checked wire form: no object built for it)."""
-    f = vars(finding) if isinstance(finding, Finding) else finding
+# What a finding comes as: a Finding, its fields by name (the slow way's checked wire form), or a
+# remote worker's decoded report entry (workers/wire.py: a Struct of Finding's fields, in its order).
+FindingLike = Finding | Mapping[str, Any] | msgspec.Struct
+FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(Finding))
+_BY_NAME = operator.itemgetter(*FINDING_FIELDS)
+
+
+def finding_values(finding: FindingLike) -> tuple[Any, ...]:
+    """A finding's fields in :class:`Finding`'s order."""
+    if isinstance(finding, Mapping | Finding):
+        values: tuple[Any, ...] = _BY_NAME(finding if isinstance(finding, Mapping) else vars(finding))
+        return values
+    return msgspec.structs.astuple(finding)
+
+
+def finding_json(finding: FindingLike, scan_id: str, engine: str, finding_id: str) -> dict[str, Any]:
+    """The contract's finding object (§4), from a :class:`Finding` or its fields (a remote worker's
+    checked wire form: no object built for it)."""
+    (rule_id, title, severity, confidence, host, ip, port, protocol, url, parameter, cve, cwe, cvss, description,
+     evidence, remediation, references, raw) = finding_values(finding)
     return {
-        "id": finding_id, "scanId": scan_id, "engine": engine, "ruleId": f["rule_id"],
-        "title": f["title"], "severity": f["severity"], "confidence": f["confidence"],
-        "host": f["host"], "ip": f["ip"], "port": f["port"], "protocol": f["protocol"],
-        "url": f["url"], "parameter": f["parameter"], "cve": f["cve"], "cwe": f["cwe"],
-        "cvss": f["cvss"], "description": f["description"], "evidence": f["evidence"],
-        "remediation": f["remediation"], "references": f["references"],
-        "fingerprint": fingerprint(engine, f), "detectedBy": [engine], "raw": f["raw"],
+        "id": finding_id, "scanId": scan_id, "engine": engine, "ruleId": rule_id,
+        "title": title, "severity": severity, "confidence": confidence,
+        "host": host, "ip": ip, "port": port, "protocol": protocol,
+        "url": url, "parameter": parameter, "cve": cve, "cwe": cwe,
+        "cvss": cvss, "description": description, "evidence": evidence,
+        "remediation": remediation, "references": references,
+        "fingerprint": fingerprint_of(engine, rule_id, host, ip, port, protocol, url, parameter),
+        "detectedBy": [engine], "raw": raw,
     }
 
 
@@ -141,7 +160,7 @@ _PACKED_INSERT = (
 _MAX_SEQ = 2**63 - 1
 
 
-def finding_rows(scan_id: str, engine: str, findings: Sequence[Finding | Mapping[str, Any]], first_seq: int,
+def finding_rows(scan_id: str, engine: str, findings: Sequence[FindingLike], first_seq: int,
                  ids: Sequence[str] | None = None) -> list[FindingRow]:
     """The ``findings`` rows of findings (objects, or fields by name) numbered from ``first_seq``,
     with the given ids (:func:`appliance.clock.new_ids`) or new ones."""

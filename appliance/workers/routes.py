@@ -100,7 +100,7 @@ async def findings(request: Request) -> JSONResponse:
     # and checked the slow way, which gives the answer (wire.py).
     report = await read_typed(request, wire.DECODER)
     if report is not None:
-        batch = wire.checked_fields(report)  # with the depth check: read_json's error comes first
+        batch: list[Any] = wire.checked_findings(report)  # with the depth check: read_json's error first
         body = report.envelope()
     else:
         body = await read_json(request)

@@ -28,6 +28,7 @@ def _field(spec: dataclasses.Field[Any]) -> tuple[str, Any] | tuple[str, Any, An
     return spec.name, kind, spec.default
 
 
+# Finding's fields in Finding's order: model.finding_values reads them by position.
 WireFinding = msgspec.defstruct("WireFinding", [_field(f) for f in dataclasses.fields(Finding)],
                                 forbid_unknown_fields=True)
 
@@ -49,12 +50,13 @@ DECODER = msgspec.json.Decoder(FindingsReport)
 FIELD_DEPTH = 3
 
 
-def checked_fields(report: FindingsReport) -> list[dict[str, Any]]:
-    """The decoded findings as their fields by name, defaults filled in (what the slow way's checks
-    make of them), after the depth check of what their free fields hold."""
-    batch = [msgspec.structs.asdict(finding) for finding in report.findings]
-    check_depth([value for fields in batch for value in fields.values() if type(value) in _CONTAINERS], FIELD_DEPTH)
-    return batch
+def checked_findings(report: FindingsReport) -> list[Any]:
+    """The decoded findings (each a Struct of :class:`Finding`'s fields, in its order: what
+    :func:`~appliance.scanning.model.finding_values` reads), after the depth check of what their
+    free fields hold."""
+    check_depth([value for finding in report.findings for value in msgspec.structs.astuple(finding)
+                 if type(value) in _CONTAINERS], FIELD_DEPTH)
+    return report.findings
 
 
 _CONTAINERS = (dict, list)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from appliance.api import envelope
 from appliance.errors import ApiError
+from appliance.scanning import model
 from appliance.workers import routes, wire
 
 
@@ -38,7 +39,7 @@ _FINDINGS = [
      "cve": ["CVE-2024-1"], "cwe": ["CWE-79"], "cvss": {"score": 9.8, "vector": None}, "description": "d\n",
      "evidence": "e\x00", "remediation": "fix", "references": ["https://r/"],
      "raw": {"a": [1, {"b": None}, 2.5, True]}},
-    {"rule_id": "r", "title": "t", "port": "not checked", "host": ["any", "json"], "raw": [], "cve": "as it came"},
+    {"rule_id": "r", "title": "t", "port": "not checked", "description": ["any"], "raw": [], "cve": "as it came"},
 ]
 
 
@@ -47,7 +48,10 @@ def test_a_report_the_slow_way_accepts_is_decoded_to_the_same_fields() -> None:
     report = _typed(body)
     assert report is not None and report.envelope() == {"scanId": "s", "leaseId": "l", "firstSeq": 3}
     slow = [routes._finding(item, index) for index, item in enumerate(envelope._parse(body)[0]["findings"])]
-    assert wire.checked_fields(report) == slow
+    fast = wire.checked_findings(report)
+    assert [model.finding_values(f) for f in fast] == [model.finding_values(fields) for fields in slow]
+    assert [model.finding_json(f, "s", "e", "i") for f in fast] == [model.finding_json(fields, "s", "e", "i")
+                                                                  for fields in slow]
 
 
 @pytest.mark.parametrize("body", [
@@ -86,9 +90,9 @@ def test_nesting_too_deep_in_a_free_field_is_refused_as_on_the_slow_way() -> Non
         slow = envelope._parse(body)[0]
         if refused:
             with pytest.raises(ApiError, match="nested deeper"):
-                wire.checked_fields(report)
+                wire.checked_findings(report)
             with pytest.raises(ApiError, match="nested deeper"):
                 envelope._check_depth(slow)
         else:
-            wire.checked_fields(report)
+            wire.checked_findings(report)
             envelope._check_depth(slow)
