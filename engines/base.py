@@ -162,8 +162,14 @@ def fingerprint(engine: str, fields: Mapping[str, Any]) -> str:
     """A finding's fingerprint from its fields by name (a :class:`Finding`'s ``vars``, or a remote
     worker's checked wire form): stable across scans of the same issue, identity fields only, never
     evidence or time."""
-    parts = [engine, fields["rule_id"], fields["host"] or fields["ip"] or "", str(fields["port"] or ""),
-             fields["protocol"] or "", fields["url"] or "", fields["parameter"] or ""]
+    return fingerprint_of(engine, fields["rule_id"], fields["host"], fields["ip"], fields["port"], fields["protocol"],
+                          fields["url"], fields["parameter"])
+
+
+def fingerprint_of(engine: str, rule_id: str, host: Any, ip: Any, port: Any, protocol: Any, url: Any,
+                   parameter: Any) -> str:
+    """:func:`fingerprint` from the identity fields themselves (no mapping built to look them up in)."""
+    parts = [engine, rule_id, host or ip or "", str(port or ""), protocol or "", url or "", parameter or ""]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 

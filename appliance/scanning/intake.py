@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from appliance import clock
 from appliance.scanning import lifecycle, model
@@ -17,7 +16,6 @@ from appliance.scanning.dispatch import Dispatcher
 from appliance.scanning.job import Job
 from appliance.store import Reader, Writer
 from appliance.targets import TargetError
-from engines.base import Finding
 
 log = logging.getLogger(__name__)
 TENANT_WAIT_SECONDS = 5.0  # a scan over its tenant's running cap is offered again after this
@@ -93,7 +91,7 @@ class Intake:
         await self._writer.write(lifecycle.process_started(scan_id, lease_id, pid))
 
     async def findings(self, scan_id: str, lease_id: str, engine: str,
-                       batch: Sequence[Finding | Mapping[str, Any]], first_seq: int) -> bool:
+                       batch: Sequence[model.FindingLike], first_seq: int) -> bool:
         """Stores a batch (findings, or a remote worker's checked fields by name); False when the lease
         is lost (nothing stored)."""
         if not batch:

@@ -38,6 +38,9 @@ class Op:
     guarded: bool = False
     many: dict[int, Sequence[Sequence[Any]]] = field(default_factory=dict)  # index -> executemany rows
     bulk: Bulk | None = None
+    # The op changes a bounded number of pages (a findings batch, at most a request body's worth):
+    # the writer may keep its savepoint journal in memory (see Writer._apply).
+    bounded: bool = False
 
 
 def rows_json(rows: Sequence[Sequence[Any]]) -> str | None:

@@ -78,6 +78,7 @@ class Writer:
         # Why writes fail right now ("database or disk is full"), else None; /health reports it.
         self.problem: str | None = None
         self.commits = 0  # transactions committed: a change here empties the caches of rows read (rowcache.py)
+        self.journal_in_memory = False  # the connection's temp_store, as _apply last set it
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -180,6 +181,7 @@ class Writer:
         one), since ops rarely fail; when anything failed, the batch is rolled back and applied
         again with each op list in a savepoint, so that one bad op fails alone."""
         try:
+            self._journal(conn, all(op.bounded for ops, _ in batch for op in ops))
             conn.execute("BEGIN IMMEDIATE")
             try:
                 outcomes = self._apply_together(conn, batch)
@@ -229,6 +231,17 @@ class Writer:
             conn.execute("ROLLBACK TO w")
             conn.execute("RELEASE w")
             return exc
+
+    def _journal(self, conn: sqlite3.Connection, in_memory: bool) -> None:
+        """Where the savepoint and statement journals of the next transaction go. Each op runs in a
+        savepoint and a findings batch is one multi-row statement: SQLite copies every page they
+        change into a journal first, a temporary file past 64 KiB, written page by page (about 7 µs
+        of system time per finding). In memory when every op of the batch is ``bounded``; on file
+        otherwise, so that an op deleting a whole scan's findings never holds them all in RAM. Set
+        before BEGIN: SQLite reads it when a transaction starts."""
+        if in_memory != self.journal_in_memory:
+            conn.execute(f"PRAGMA temp_store = {'MEMORY' if in_memory else 'DEFAULT'}")
+            self.journal_in_memory = in_memory
 
     def _answer(self, batch: _Batch, outcomes: list[list[int] | BaseException], committed: bool) -> None:
         """On the event loop: the health state, then each caller's result."""

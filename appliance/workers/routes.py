@@ -16,12 +16,13 @@ from starlette.routing import Route
 
 from appliance import __version__
 from appliance.api.auth import client_ip
-from appliance.api.envelope import ok, read_json
+from appliance.api.envelope import ok, read_json, read_typed
 from appliance.credentials import hash_key
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning.intake import ROWS_PER_TURN, claim_json
 from appliance.scanning.lifecycle import TERMINAL
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER
+from appliance.workers import wire
 from appliance.workers.store import TOKEN_RE, WorkerIdentity, identity, seen_op
 from engines.base import CONFIDENCES, SEVERITIES, Finding
 
@@ -95,17 +96,25 @@ async def heartbeat(request: Request) -> JSONResponse:
 
 async def findings(request: Request) -> JSONResponse:
     me = _worker(request)
-    body = await read_json(request)
+    # The usual report is decoded and checked by msgspec in one pass; anything it refuses is read
+    # and checked the slow way, which gives the answer (wire.py).
+    report = await read_typed(request, wire.DECODER)
+    if report is not None:
+        batch: list[Any] = wire.checked_findings(report)  # with the depth check: read_json's error first
+        body = report.envelope()
+    else:
+        body = await read_json(request)
     scan_id, lease_id = _text(body, "scanId"), _text(body, "leaseId")
-    first_seq, raw = body.get("firstSeq"), body.get("findings")
+    first_seq, raw = body.get("firstSeq"), batch if report is not None else body.get("findings")
     if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(raw, list) or len(raw) > 5000:
         raise ValidationError("findings", "firstSeq (integer) and up to 5000 findings expected")
-    # A batch of hundreds of findings takes milliseconds to check: the loop serves what else waits
-    # (other requests, /health) between slices of it.
-    batch: list[dict[str, Any]] = []
-    for start in range(0, len(raw), ROWS_PER_TURN):
-        await asyncio.sleep(0)
-        batch += [_finding(item, index) for index, item in enumerate(raw[start:start + ROWS_PER_TURN], start)]
+    if report is None:
+        batch = []
+        # A batch of hundreds of findings takes milliseconds to check: the loop serves what else
+        # waits (other requests, /health) between slices of it.
+        for start in range(0, len(raw), ROWS_PER_TURN):
+            await asyncio.sleep(0)
+            batch += [_finding(item, index) for index, item in enumerate(raw[start:start + ROWS_PER_TURN], start)]
     row = _owned(request, me, scan_id, lease_id)
     if not await request.app.state.services.intake.findings(scan_id, lease_id, row["scan_type"], batch, first_seq):
         raise _LOST

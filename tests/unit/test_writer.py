@@ -200,3 +200,27 @@ def test_rows_op_writes_what_one_statement_per_row_writes(tmp_path: Path) -> Non
     # A value JSON would change (SQLite's JSON ends a text at U+0000): one statement per row.
     nul = rows_op(per_row, all_rows, [(1, "a\x00b", 0.5, None)])
     assert nul.statements == [(per_row, ())] and nul.many == {0: [(1, "a\x00b", 0.5, None)]}
+
+
+async def test_journals_are_in_memory_only_for_batches_of_bounded_ops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _db(tmp_path)
+    seen: list[int] = []
+    real = Writer._apply_one
+
+    def recording(conn: sqlite3.Connection, op: Op) -> int:
+        seen.append(conn.execute("PRAGMA temp_store").fetchone()[0])  # 2: MEMORY, 0: DEFAULT (a file)
+        return real(conn, op)
+
+    monkeypatch.setattr(Writer, "_apply_one", staticmethod(recording))
+    writer = Writer(path)
+    await writer.start()
+    bounded = Op([("INSERT INTO t (v) VALUES ('b')", ())], bounded=True)
+    try:
+        await writer.write(bounded)
+        await writer.write(_insert("u"))
+        await writer.write(bounded, bounded)
+        await writer.write(bounded, _insert("mixed"))  # one op that is not bounded: on file
+    finally:
+        await writer.stop()
+    assert seen == [2, 0, 2, 2, 0, 0]
