@@ -27,7 +27,7 @@ def _db(path: Path) -> sqlite3.Connection:
 
 def _findings(count: int) -> list[Finding]:
     return [Finding(rule_id=f"rule-{i % 7}", title=f"Fünf \u2603 {i} \"quoted\" \\ \U0001f600",
-                    severity=SEVERITIES[i % 5], host="127.0.0.1" if i % 3 else None, ip="10.0.0.1",
+                    severity=SEVERITIES[i % 5], host="127.0.0.1" if i % 3 else None, ip="192.0.2.1",
                     port=i % 4 or None, url=f"https://x/{i % 11}", description="\x00\x1f control " * (i % 3),
                     cve=[f"CVE-2024-{1000 + i}"], cvss={"score": 7.5} if i % 2 else None,
                     raw={"i": i, "nested": {"list": [1, 2.5, None, True]}, "big": 2**63 - 1})

@@ -35,7 +35,7 @@ def _report(*findings: Any, **extra: Any) -> bytes:
 _FINDINGS = [
     {"rule_id": "r", "title": "t"},
     {"rule_id": "r\u2603 \"q\" \\", "title": "\U0001f600", "severity": "critical", "confidence": "low",
-     "host": "h", "ip": "10.0.0.1", "port": 443, "protocol": "tcp", "url": "https://x/", "parameter": "p",
+     "host": "h", "ip": "192.0.2.1", "port": 443, "protocol": "tcp", "url": "https://x/", "parameter": "p",
      "cve": ["CVE-2024-1"], "cwe": ["CWE-79"], "cvss": {"score": 9.8, "vector": None}, "description": "d\n",
      "evidence": "e\x00", "remediation": "fix", "references": ["https://r/"],
      "raw": {"a": [1, {"b": None}, 2.5, True]}},

@@ -158,7 +158,7 @@ async def test_scans_submitted_together_are_stored_as_one_at_a_time_would_store_
         return path
 
     rows = [{"id": f"00000000-0000-4000-8000-{n:012d}", "tenant_id": "t1", "api_key_id": "k1", "scan_type": "nmap",
-             "name": [None, "plain", "quote ' \" \\ tab\t é 😀", "x" * 3000][n % 4], "target": f"10.0.0.{n}",
+             "name": [None, "plain", "quote ' \" \\ tab\t é 😀", "x" * 3000][n % 4], "target": f"127.0.0.{n + 1}",
              "target_type": "ip", "status": "queued", "priority": "normal", "options": '{"ports": "1-1024"}',
              "config": "{}", "tags": '["a", "b\\\\c"]', "timeout": 3600 + n, "asset_id": None,
              "callback_url": None, "created_at": 1764400000.123456 + n / 7, "queued_at": 1764400000.5 + n / 3,
