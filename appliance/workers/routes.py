@@ -99,17 +99,15 @@ async def findings(request: Request) -> JSONResponse:
     # The usual report is decoded and checked by msgspec in one pass; anything it refuses is read
     # and checked the slow way, which gives the answer (wire.py).
     report = await read_typed(request, wire.DECODER)
-    if report is not None:
-        batch: list[Any] = wire.checked_findings(report)  # with the depth check: read_json's error first
-        body = report.envelope()
-    else:
-        body = await read_json(request)
+    body = report.envelope() if report is not None else await read_json(request)
+    # The depth check of the decoded findings first: read_json's error comes before the others.
+    raw: Any = wire.checked_findings(report) if report is not None else body.get("findings")
     scan_id, lease_id = _text(body, "scanId"), _text(body, "leaseId")
-    first_seq, raw = body.get("firstSeq"), batch if report is not None else body.get("findings")
+    first_seq = body.get("firstSeq")
     if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(raw, list) or len(raw) > 5000:
         raise ValidationError("findings", "firstSeq (integer) and up to 5000 findings expected")
+    batch: list[Any] = raw if report is not None else []
     if report is None:
-        batch = []
         # A batch of hundreds of findings takes milliseconds to check: the loop serves what else
         # waits (other requests, /health) between slices of it.
         for start in range(0, len(raw), ROWS_PER_TURN):
