@@ -60,8 +60,9 @@ class ConnectionGauge:
     A dump costs milliseconds on a busy machine, almost all of it in the kernel with the GIL
     released, so while requests keep coming a thread of its own refreshes the count every
     ``max_age`` seconds and requests read the last value. The first request after a quiet second
-    counts at once (a quiet server has time for it), and so does a request that would be refused:
-    a refusal is never based on a count older than ``recheck`` seconds.
+    counts at once (a quiet server has time for it), and so does a request when the last count is at
+    or above the cap: neither a refusal nor an admission at the cap rests on a count older than
+    ``recheck`` seconds (a connection opened since the thread's last count would be missing from it).
 
     When the kernel cannot be asked (no netlink in a sandbox), the gauge reads 0 and says so once:
     the cap then stops applying, and the descriptor limit (``LimitNOFILE``) is what remains."""
@@ -83,7 +84,7 @@ class ConnectionGauge:
     def over(self) -> bool:
         """Whether more than ``cap`` connections are open."""
         now = self._asked = time.monotonic()
-        if now - self._at >= self.linger or (self._value > self.cap and now - self._at >= self.recheck):
+        if now - self._at >= self.linger or (self._value >= self.cap and now - self._at >= self.recheck):
             self._refresh()
         if not self._wake.is_set():
             self._wake.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +69,11 @@ def dechunk(body: bytes) -> bytes:
 
 
 def request(port: int, groups: str, cafile: Path, path: str, key: str | None = None,
-            extra: dict[str, str] | None = None) -> Answer:
-    """One ``GET`` on its own connection (``Connection: close``)."""
+            extra: dict[str, str] | None = None, settle: float = 0) -> Answer:
+    """One ``GET`` on its own connection (``Connection: close``), sent ``settle`` seconds after the handshake."""
     conn = connect(port, groups, cafile)
     try:
+        time.sleep(settle)
         headers = {"Host": "localhost", "Connection": "close", **({"X-API-Key": key} if key else {}), **(extra or {})}
         conn.sendall((f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                       + "\r\n").encode())

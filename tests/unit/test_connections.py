@@ -174,3 +174,22 @@ def test_the_gate_counts_requests_in_flight_for_the_drain():
         assert (await request)[0] == 200
 
     asyncio.run(scenario())
+
+
+def test_a_request_when_the_count_is_at_the_cap_counts_again(monkeypatch):
+    """The thread's count may miss the connection the request came on: at the cap, it is retaken."""
+    counts = iter([3, 4])
+    calls: list[int] = []
+
+    def fake(ports):
+        calls.append(1)
+        return next(counts)
+
+    now = [100.0]
+    monkeypatch.setattr(connections, "count", fake)
+    monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
+    monkeypatch.setattr(ConnectionGauge, "_refresher", lambda self: None)
+    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005, linger=1.0)
+    assert not gauge.over() and len(calls) == 1  # 3 open: at the cap, not over it
+    now[0] += 0.01
+    assert gauge.over() and len(calls) == 2  # counted again, with the new connection: 4 > 3
