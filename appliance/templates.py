@@ -19,7 +19,8 @@ from appliance.bodies import LaunchRequest, given, parse, template_shape
 from appliance.errors import ApiError, ValidationError
 from appliance.scanning.submit import all_target_types, engine_config
 from appliance.store.ops import Op
-from engines.base import Engine, OptionError, Scanner
+from engines.base import Engine, Scanner
+from engines.options import OptionError
 
 # column -> JSON field of the template object
 _COLUMNS = {"name": "name", "description": "description", "scan_type": "scanType", "target_type": "targetType",

@@ -24,7 +24,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from engines.base import Finding, Option, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import Finding, Outcome, RunControl, RunResult, ScanSpec
+from engines.options import Option
 from engines.osint import BRUTEFORCE_OPTIONS, OsintEngine, list_normalizer, merged, subdomain_findings, under
 from engines.venv_tools import dist_version, interpreter
 

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from engines.base import Engine, Finding, Option, Outcome, RunControl, RunResult, ScanSpec, extract_cves
+from engines.base import Engine, Finding, Outcome, RunControl, RunResult, ScanSpec, extract_cves
+from engines.options import Option
 from engines.web import UnvettedTarget, WebTarget, clip, failed, first_line, read_tail, refused, web_target
 
 REPORT = "nikto.xml"

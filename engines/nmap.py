@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from engines.base import Engine, Finding, Option, OptionError, Outcome, ScanSpec, extract_cves
+from engines.base import Engine, Finding, Outcome, ScanSpec, extract_cves
+from engines.options import Option, OptionError
 
 REPORT = "nmap.xml"
 EVIDENCE_MAX = 4000

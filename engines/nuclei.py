@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from engines.base import DataStatus, Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import DataStatus, Engine, Finding, Outcome, RunControl, RunResult, ScanSpec
 from engines.nuclei_report import events, parse_file
 from engines.offline_data import bundle_status, current_bundle
+from engines.options import Option, OptionError
 
 REPORT = "nuclei.jsonl"
 MESSAGE_MAX = 300

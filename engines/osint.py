@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engines.base import DataStatus, Engine, Finding, Option, OptionError, RunControl, RunResult, ScanSpec
+from engines.base import DataStatus, Engine, Finding, RunControl, RunResult, ScanSpec
 from engines.dnsbrute import RESULTS, brute_force, read_results
 from engines.offline_data import bundle_status, current_bundle
+from engines.options import Option, OptionError
 
 DEFAULT_RESOLVER = "127.0.0.1"
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")

@@ -184,7 +184,7 @@ def option_pattern(pattern: str | None, generic_check: bool = True) -> str | Non
 
 
 def option_field(option: Any) -> tuple[str, Any, Any]:
-    """One :class:`~engines.base.Option` as a Struct field: ``(name, type, default)``; absent and
+    """One :class:`~engines.options.Option` as a Struct field: ``(name, type, default)``; absent and
     ``null`` both mean "not given" (the engine's default applies)."""
     outer: dict[str, Any] = {"description": option.description}
     if option.default is not None:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engines.base import Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import Engine, Finding, Outcome, RunControl, RunResult, ScanSpec
+from engines.options import Option, OptionError
 from engines.web import UnvettedTarget, WebTarget, clip, failed, first_line, read_tail, refused, web_target
 
 REPORT = "sqlmap.json"

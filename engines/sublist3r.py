@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from engines.base import Finding, Option, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import Finding, Outcome, RunControl, RunResult, ScanSpec
+from engines.options import Option
 from engines.osint import BRUTEFORCE_OPTIONS, OsintEngine, is_name, list_normalizer, merged, subdomain_findings, under
 from engines.venv_tools import dist_version
 

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engines.base import DataStatus, Engine, Finding, Option, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import DataStatus, Engine, Finding, Outcome, RunControl, RunResult, ScanSpec
 from engines.offline_data import bundle_status, current_bundle
+from engines.options import Option
 from engines.trivy_report import TRIVY_SEVERITY, load, parse_report
 
 REPORT = "trivy.json"

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from engines.base import Engine, Finding, Option, OptionError, Outcome, RunControl, RunResult, ScanSpec
+from engines.base import Engine, Finding, Outcome, RunControl, RunResult, ScanSpec
+from engines.options import Option, OptionError
 from engines.web import UnvettedTarget, WebTarget, failed, read_tail, refused, web_target
 from engines.zap_report import load_report, parse_report
 

@@ -18,7 +18,8 @@ from appliance.bodies import SCAN_FIELDS, ScanConfig, given, parse, scan_shape
 from appliance.engine_data import require_engine_data
 from appliance.errors import ApiError, ValidationError
 from appliance.targets import TARGET_TYPES, Target, TargetError, parse_target
-from engines.base import Engine, OptionError, Scanner
+from engines.base import Engine, Scanner
+from engines.options import OptionError
 from engines.registry import target_types
 
 FIELDS = SCAN_FIELDS

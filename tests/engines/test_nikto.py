@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
 from engines.nikto import NiktoEngine, parse_file
+from engines.options import OptionError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines" / "nikto"
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 import engines.nmap as nmap_mod
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
 from engines.nmap import NmapEngine, parse_file
+from engines.options import OptionError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines" / "nmap"
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from appliance.engine_data import import_bundle
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
 from engines.nuclei import NucleiEngine, scan_url
 from engines.nuclei_report import parse_file
+from engines.options import OptionError
 from tests.engines.bundles import TEMPLATES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines" / "nuclei"

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from appliance.engine_data import import_bundle
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
 from engines.dnsbrute import RESULTS, brute_force, read_results
 from engines.harvester import BOOTSTRAP, HarvesterEngine, parse_hosts
+from engines.options import OptionError
 from engines.sublist3r import Sublist3rEngine, parse_report
 from tests.engines.bundles import LAB_WORDS, wordlist
 from tests.engines.lab_dns import LabDns

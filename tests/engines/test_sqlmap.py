@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
+from engines.options import OptionError
 from engines.sqlmap import SqlmapEngine, parse_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines" / "sqlmap"

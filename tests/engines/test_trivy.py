@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
+from engines.options import OptionError
 from engines.trivy import REPORT, TrivyEngine
 from engines.trivy_report import load, parse_report
 from tests.engines.bundles import import_fake_trivy_db

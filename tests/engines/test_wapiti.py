@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import OptionError, ScanSpec
+from engines.base import ScanSpec
+from engines.options import OptionError
 from engines.wapiti import DEFAULT_MODULES, WapitiEngine, parse_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "engines" / "wapiti"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import OptionError
+from engines.options import OptionError
 from engines.registry import build_registry
 from engines.zap import ZapEngine
 from engines.zap_report import load_report, parse_report
