@@ -60,19 +60,25 @@ def test_count_sees_ipv6_connections():
         ctx.__exit__(None, None, None)
 
 
-def test_requests_read_the_last_count_except_after_a_quiet_spell_or_to_refuse(monkeypatch):
-    counts = iter([1, 5, 2])
-    calls: list[int] = []
+def _request_side(monkeypatch, *counts: int) -> tuple[ConnectionGauge, list[int], list[float]]:
+    """A gauge (cap 3) whose counts are ``counts`` in turn, on a clock the test moves; the request side
+    only (no refreshing thread). Returns the gauge, one entry per count taken, and the clock."""
+    taken: list[int] = []
+    given = iter(counts)
 
     def fake(ports):
-        calls.append(1)
-        return next(counts)
+        taken.append(1)
+        return next(given)
 
     now = [100.0]
     monkeypatch.setattr(connections, "count", fake)
     monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
-    monkeypatch.setattr(ConnectionGauge, "_refresher", lambda self: None)  # this test: the request side only
-    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005, linger=1.0)
+    monkeypatch.setattr(ConnectionGauge, "_refresher", lambda self: None)
+    return ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005, linger=1.0), taken, now
+
+
+def test_requests_read_the_last_count_except_after_a_quiet_spell_or_to_refuse(monkeypatch):
+    gauge, calls, now = _request_side(monkeypatch, 1, 5, 2)
     assert not gauge.over() and len(calls) == 1  # the first request counts
     now[0] += 0.5
     assert not gauge.over() and len(calls) == 1  # busy: the thread's count is read
@@ -178,18 +184,7 @@ def test_the_gate_counts_requests_in_flight_for_the_drain():
 
 def test_a_request_when_the_count_is_at_the_cap_counts_again(monkeypatch):
     """The thread's count may miss the connection the request came on: at the cap, it is retaken."""
-    counts = iter([3, 4])
-    calls: list[int] = []
-
-    def fake(ports):
-        calls.append(1)
-        return next(counts)
-
-    now = [100.0]
-    monkeypatch.setattr(connections, "count", fake)
-    monkeypatch.setattr("appliance.connections.time.monotonic", lambda: now[0])
-    monkeypatch.setattr(ConnectionGauge, "_refresher", lambda self: None)
-    gauge = ConnectionGauge({1}, cap=3, max_age=0.05, recheck=0.005, linger=1.0)
+    gauge, calls, now = _request_side(monkeypatch, 3, 4)
     assert not gauge.over() and len(calls) == 1  # 3 open: at the cap, not over it
     now[0] += 0.01
     assert gauge.over() and len(calls) == 2  # counted again, with the new connection: 4 > 3
