@@ -58,20 +58,15 @@ class Finding:
             raise ValueError(f"bad confidence {self.confidence!r}")
 
     def fingerprint(self, engine: str) -> str:
-        return fingerprint(engine, vars(self))
-
-
-def fingerprint(engine: str, fields: Mapping[str, Any]) -> str:
-    """A finding's fingerprint from its fields by name (a :class:`Finding`'s ``vars``, or a remote
-    worker's checked wire form): stable across scans of the same issue, identity fields only, never
-    evidence or time."""
-    return fingerprint_of(engine, fields["rule_id"], fields["host"], fields["ip"], fields["port"], fields["protocol"],
-                          fields["url"], fields["parameter"])
+        """Stable across scans of the same issue: identity fields only, never evidence or time."""
+        return fingerprint_of(engine, self.rule_id, self.host, self.ip, self.port, self.protocol, self.url,
+                              self.parameter)
 
 
 def fingerprint_of(engine: str, rule_id: str, host: Any, ip: Any, port: Any, protocol: Any, url: Any,
                    parameter: Any) -> str:
-    """:func:`fingerprint` from the identity fields themselves (no mapping built to look them up in)."""
+    """A finding's fingerprint from its identity fields (a :class:`Finding`'s, or a remote worker's
+    decoded report entry's): stable across scans of the same issue, never evidence or time."""
     parts = [engine, rule_id, host or ip or "", str(port or ""), protocol or "", url or "", parameter or ""]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
