@@ -63,23 +63,20 @@ def unique_ids() -> Callable[[], str]:
     return lambda: f"{prefix}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-def new_ids(count: int) -> list[str]:
-    """``count`` time-ordered UUIDs (version 7 layout: 48-bit milliseconds, then a random start
-    counted up). Findings are inserted in id order then, at the end of the primary-key index, instead
-    of at random places all over it; and one read of the random source serves a whole batch."""
+def id_block() -> tuple[str, int]:
+    """The ids of a findings batch, as its insert makes them in SQLite (``printf('%s%012x', prefix,
+    start + k)`` for the k-th row): time-ordered UUIDs (version 7 layout), the first 24 characters
+    (48-bit milliseconds, the version, 12 random bits, the variant, 14 random bits) shared, the last
+    group a random 47-bit start counted up, which leaves room for any batch a request can carry."""
     ms = int(time.time() * 1000) & _MS_MASK
-    start = int.from_bytes(os.urandom(10), "big") & _RAND_MASK
-    ids = []
-    for offset in range(count):
-        rand = (start + offset) & _RAND_MASK
-        h = f"{(ms << 80) | _VERSION_7 | (rand >> 62) << 64 | _VARIANT | (rand & _LOW_MASK):032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return ids
+    bits = int.from_bytes(os.urandom(16), "big")
+    h = f"{(ms << 80) | _VERSION_7 | bits & _RAND_MASK | _VARIANT:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-", bits >> 81
 
 
 _MS_MASK = (1 << 48) - 1
-_RAND_MASK = (1 << 74) - 1  # 12 bits after the version nibble, 62 after the variant bits
-_LOW_MASK = (1 << 62) - 1
+# 12 bits after the version nibble and 14 after the variant bits (the 48 below them are the count)
+_RAND_MASK = ((1 << 12) - 1) << 64 | ((1 << 62) - 1) ^ ((1 << 48) - 1)
 _VERSION_7 = 0x7 << 76
 _VERSION_4 = 0x4 << 76
 _V4_KEEP = ((1 << 128) - 1) ^ (0xF << 76) ^ (0b11 << 62)  # every bit but the version's and the variant's

@@ -84,6 +84,7 @@ EXAMPLES: dict[Any, Any] = {
     "scan": {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "22,443", "serviceDetection": True},
              "tags": ["nightly"], "priority": "normal"},
     "template": {"name": "nightly-web", "scanType": "nmap", "options": {"topPorts": 100}, "tags": ["nightly"]},
+    "template_patch": {"description": "Every night at 02:00", "tags": ["nightly", "web"]},
     "key": {"name": "ci-pipeline", "scopes": ["scans:create", "scans:read", "results:read"], "expiresInDays": 90},
 }
 

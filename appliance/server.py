@@ -14,6 +14,7 @@ What each layer enforces (docs/operations.md, "Connection limits"):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -187,6 +188,9 @@ async def _serve(app: Starlette, listen: Listen) -> int:
     except Exception:
         log.exception("startup failed; exiting")
         return 3
+    # What startup made (modules, the app, its caches) lives as long as the process: kept out of the
+    # collector's full passes, which requests' short-lived objects set off now and then.
+    gc.freeze()
     try:
         return await _until_stopped(app, listen, stop)
     finally:

@@ -157,7 +157,28 @@ def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans acc
                f"{'yes' if durable else 'NO'}")
 
 
-def ingest(setup: Setup, appliance: Appliance) -> list[Row]:
+def ingest(setup: Setup) -> list[Row]:
+    """Findings ingest, ``setup.reps`` rounds alternating the appliances (each round a fresh scan of
+    ``setup.findings``); per appliance the median round, with every round's rate."""
+    runs: dict[str, list[dict[str, Any]]] = {a.name: [] for a in setup.appliances}
+    for _ in range(setup.reps):
+        for appliance in setup.appliances:
+            runs[appliance.name].append(ingest_once(setup, appliance))
+    rows = []
+    for appliance in setup.appliances:
+        done = sorted(runs[appliance.name], key=lambda r: r["rate"])
+        mid = done[len(done) // 2]
+        setup.scan_ids[f"results:{appliance.name}"] = mid["scan_id"]
+        rates = " · ".join(f"{r['rate']:,.0f}" for r in runs[appliance.name])
+        rows.append(Row(f"findings ingest, {setup.findings:,} of one scan [{appliance.name}]",
+                        f"{mid['rate']:,.0f} rows/s",
+                        ">= 50,000 rows/s, /health p99 <= 50 ms",
+                        verdict(mid["rate"] >= 50_000 and mid["p99"] <= 50 and mid["stored"]),
+                        f"median of {len(done)} round(s) ({rates} rows/s); {mid['detail']}"))
+    return rows
+
+
+def ingest_once(setup: Setup, appliance: Appliance) -> dict[str, Any]:
     """A remote worker (``workers add``) claims a scan and posts ``setup.findings`` findings through
     RemoteReporter, batch by batch as ScanTask does, while wrk keeps asking for /health."""
     import httpx
@@ -184,6 +205,7 @@ def ingest(setup: Setup, appliance: Appliance) -> list[Row]:
     reporter = RemoteReporter(client, "bench-worker")
     claim = reporter.claim(_job(scan_id), str(setup.work))
     assert claim is not None, "the worker could not claim the scan"
+    before = json.loads(appliance.tool("counts"))["findings"]
     # The probe: 2 connections, each asking every 10 ms (about 200 req/s) — a load balancer's or a
     # pipeline's view of the server, not a second load competing with the ingest for the one core.
     health = subprocess.Popen(["wrk", "-t", "1", "-c", "2", "-d", "600s", "-s", str(Path(__file__).parent / "lua"
@@ -213,19 +235,16 @@ def ingest(setup: Setup, appliance: Appliance) -> list[Row]:
     probe = json.loads(line[6:])
     assert reporter.finish(claim, "completed")
     client.close()
-    stored = json.loads(appliance.tool("counts"))["findings"]
-    setup.scan_ids[f"results:{appliance.name}"] = scan_id
+    stored = json.loads(appliance.tool("counts"))["findings"] - before
     rate = setup.findings / elapsed
     p99 = probe["p99_us"] / 1000
-    return [Row(f"findings ingest, {setup.findings:,} of one scan [{appliance.name}]", f"{rate:,.0f} rows/s",
-                ">= 50,000 rows/s, /health p99 <= 50 ms",
-                verdict(rate >= 50_000 and p99 <= 50 and stored >= setup.findings),
-                f"{elapsed:.2f} s in batches of {batch}, {settings.in_flight} in flight; {stored:,} rows stored; "
-                f"CPU per row: server {loop_us + writer_us:.0f} µs (event loop {loop_us:.0f}, "
-                f"writer and other threads {writer_us:.0f}), worker {worker_cpu / setup.findings * 1e6:.0f} µs; "
-                f"/health meanwhile: "
-                f"{probe['requests'] / (probe['duration_us'] / 1e6):,.0f} req/s, p99 {p99:.1f} ms, "
-                f"max {probe['max_us'] / 1000:.0f} ms")]
+    return {"scan_id": scan_id, "rate": rate, "p99": p99, "stored": stored >= setup.findings,
+            "detail": f"{elapsed:.2f} s in batches of {batch}, {settings.in_flight} in flight; {stored:,} rows stored; "
+                      f"CPU per row: server {loop_us + writer_us:.0f} µs (event loop {loop_us:.0f}, "
+                      f"writer and other threads {writer_us:.0f}), worker {worker_cpu / setup.findings * 1e6:.0f} µs; "
+                      f"/health meanwhile: "
+                      f"{probe['requests'] / (probe['duration_us'] / 1e6):,.0f} req/s, p99 {p99:.1f} ms, "
+                      f"max {probe['max_us'] / 1000:.0f} ms"}
 
 
 def _job(scan_id: str) -> Any:

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance import clock
-from appliance.scanning import lifecycle, model
+from appliance.scanning import batches, lifecycle
 from appliance.signing import jcs, report
 from appliance.signing.signature import sign
 from engines.base import Finding
@@ -59,8 +59,7 @@ async def store_scan(services: Any, count: int) -> str:
         "lease_id": "bench"}))
     for start in range(0, count, 5000):
         batch = [finding(n) for n in range(start, min(count, start + 5000))]
-        rows = model.finding_rows(scan_id, "nmap", batch, start)
-        await services.writer.write(model.findings_op(scan_id, "bench", rows))
+        await services.writer.write(batches.findings_op(scan_id, "bench", "nmap", batch, start))
     await services.writer.write(lifecycle.recount(scan_id, "bench"))
     return scan_id
 

@@ -141,9 +141,8 @@ def main() -> int:
             for appliance in setup.appliances:
                 rows.append(measures.post_scans(setup, appliance))
         if wanted("ingest"):
-            for appliance in setup.appliances:
-                rows += measures.ingest(setup, appliance)
-                rows.append(measures.results_page(setup, appliance))
+            rows += measures.ingest(setup)
+            rows += [measures.results_page(setup, appliance) for appliance in setup.appliances]
         if wanted("binary"):
             rows += measures.binary(setup)
         if wanted("nmap"):

@@ -10,8 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from appliance import clock
-from appliance.scanning import lifecycle, model
+from appliance.scanning import batches, lifecycle, model
 from appliance.scanning.dispatch import Dispatcher
 from appliance.scanning.job import Job
 from appliance.store import Reader, Writer
@@ -96,14 +95,12 @@ class Intake:
         is lost (nothing stored)."""
         if not batch:
             return self.still_holds(scan_id, lease_id)
-        ids = clock.new_ids(len(batch))
-        rows: list[model.FindingRow] = []
+        encoder = batches.BatchEncoder(engine)
         for start in range(0, len(batch), ROWS_PER_TURN):
             if start:
                 await asyncio.sleep(0)  # a batch's rows take milliseconds: serve what waits meanwhile
-            rows += model.finding_rows(scan_id, engine, batch[start:start + ROWS_PER_TURN], first_seq + start,
-                                       ids[start:start + ROWS_PER_TURN])
-        return bool((await self._writer.write(model.findings_op(scan_id, lease_id, rows)))[0])
+            encoder.add(batch[start:start + ROWS_PER_TURN])
+        return bool((await self._writer.write(encoder.op(scan_id, lease_id, first_seq)))[0])
 
     async def finish(self, scan_id: str, lease_id: str, status: str, code: str | None = None,
                      message: str | None = None) -> bool:

@@ -26,8 +26,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 FINAL_EVENTS = {"completed": "scan.completed", "failed": "scan.failed", "cancelled": "scan.cancelled"}
 _COUNTS = ("total = (SELECT count(*) FROM findings WHERE scan_id = :id), "
-           + ", ".join(f"{s} = (SELECT count(*) FROM findings WHERE scan_id = :id AND severity = '{s}')"
-                       for s in SEVERITIES))
+           + ", ".join(f"{s} = (SELECT count(*) FROM findings WHERE scan_id = :id AND severity_rank = {rank})"
+                       for rank, s in enumerate(SEVERITIES)))
 
 
 def _event(scan_id: str, event: str, detail: dict[str, Any] | None = None, at: float | None = None) -> Statement:

@@ -38,10 +38,10 @@ class TaskSettings:
     # and 2,000 were no faster. 1,000 findings of the usual size stay well under the 1 MiB request limit.
     batch: int = 1000
     # Findings batches sent before the first is answered (appliance.scanning.sender). Measured at 100,000
-    # findings (bench/README.md): 2 kept /health's p99 at 37-42 ms; 3 was a little faster (the writer
-    # commits two batches at once now and then) but its p99 went from 44 to 63 ms run to run, past 50.
-    # With batches of 1,000, 3 was no faster than 2.
-    in_flight: int = 2
+    # findings since the writer's work per finding was cut (bench/README.md, "fourth round"): 3 kept
+    # the event loop busier than 2 (about 49,000-53,000 rows/s against 37,000-50,000 in the same hour),
+    # /health's p99 10-16 ms with either; 4 was no faster than 3.
+    in_flight: int = 3
 
 
 class ScanTask:

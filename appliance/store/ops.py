@@ -6,13 +6,15 @@ same ops with :func:`apply_sync`, so each change is described once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 Statement = tuple[str, Sequence[Any] | Mapping[str, Any]]  # positional or named parameters
+# What a connection's writes remember between ops (see Op.then): emptied whenever that could be stale.
+Memo = dict[Any, Any]
 BUMP_EPOCH = ("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'", ())
 
 
@@ -41,6 +43,11 @@ class Op:
     # The op changes a bounded number of pages (a findings batch, at most a request body's worth):
     # the writer may keep its savepoint journal in memory (see Writer._apply).
     bounded: bool = False
+    # The rest of the op, when it depends on what the database holds (which of a findings batch's
+    # fingerprints its scan already has): run on the connection after ``statements`` (only when the
+    # guard held), with what earlier ops remembered in ``memo``. The writer keeps its memo between
+    # transactions and empties it when a transaction failed or another connection wrote.
+    then: Callable[[sqlite3.Connection, Memo], None] | None = None
 
 
 def rows_json(rows: Sequence[Sequence[Any]]) -> str | None:
@@ -69,10 +76,11 @@ def rows_op(per_row: str, all_rows: str, rows: Sequence[Sequence[Any]]) -> Op:
 def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
     """Apply ``ops`` in one ``BEGIN IMMEDIATE`` transaction; returns each op's first rowcount."""
     results: list[int] = []
+    memo: Memo = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
         for op in ops:
-            results.append(apply_one(conn, op))
+            results.append(apply_one(conn, op, memo))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -80,8 +88,9 @@ def apply_sync(conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int]:
     return results
 
 
-def apply_one(conn: sqlite3.Connection, op: Op) -> int:
-    """One op on a connection already in a transaction; its first statement's rowcount."""
+def apply_one(conn: sqlite3.Connection, op: Op, memo: Memo | None = None) -> int:
+    """One op on a connection already in a transaction; its first statement's rowcount. ``memo``:
+    what this connection's earlier ops remembered (none: the op reads what it needs)."""
     first = -1
     for index, (sql, params) in enumerate(op.statements):
         cursor = conn.executemany(sql, op.many[index]) if index in op.many else conn.execute(sql, params)
@@ -89,4 +98,6 @@ def apply_one(conn: sqlite3.Connection, op: Op) -> int:
             first = cursor.rowcount
             if op.guarded and first == 0:
                 return 0
+    if op.then is not None:
+        op.then(conn, {} if memo is None else memo)
     return first

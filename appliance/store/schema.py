@@ -277,4 +277,34 @@ MIGRATIONS: list[str] = [
     WHERE allowed_scan_types IS NOT NULL
       AND EXISTS (SELECT 1 FROM json_each(api_keys.allowed_scan_types) WHERE value = 'theharvester');
     """,
+    # 7: findings without per-finding random index upkeep. No unique (scan_id, fingerprint) index (the
+    # writer drops repeated fingerprints from what it remembers of the scan: appliance.scanning.batches),
+    # no id key (no query looks a finding up by id), and the results filters served from one covering
+    # index in results order instead of four expression indexes. A trigger counts each scan's deleted
+    # findings, so that the writer knows when what it remembers is no longer what the table holds.
+    """
+    CREATE TABLE findings_v7 (
+        scan_id TEXT NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        severity_rank INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        rule_id,
+        host,
+        ip,
+        port,
+        body TEXT NOT NULL
+    );
+    INSERT INTO findings_v7 (scan_id, seq, severity_rank, severity, fingerprint, rule_id, host, ip, port, body)
+        SELECT scan_id, seq, severity_rank, severity, fingerprint, json_extract(body, '$.ruleId'),
+               json_extract(body, '$.host'), json_extract(body, '$.ip'), json_extract(body, '$.port'), body
+        FROM findings ORDER BY rowid;
+    DROP TABLE findings;
+    ALTER TABLE findings_v7 RENAME TO findings;
+    CREATE INDEX findings_scan ON findings (scan_id, severity_rank, seq, fingerprint, rule_id, host, ip, port);
+    ALTER TABLE scans ADD COLUMN findings_deleted INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER findings_deleted AFTER DELETE ON findings BEGIN
+        UPDATE scans SET findings_deleted = findings_deleted + 1 WHERE id = old.scan_id;
+    END;
+    """,
 ]

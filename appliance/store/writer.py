@@ -25,7 +25,7 @@ import aiosqlite
 from appliance import clock
 from appliance.errors import StorageFull, is_disk_full
 from appliance.store.db import connect
-from appliance.store.ops import Op, apply_one, rows_json
+from appliance.store.ops import Memo, Op, apply_one, rows_json
 
 log = logging.getLogger(__name__)
 _BATCH = 200
@@ -79,6 +79,8 @@ class Writer:
         self.problem: str | None = None
         self.commits = 0  # transactions committed: a change here empties the caches of rows read (rowcache.py)
         self.journal_in_memory = False  # the connection's temp_store, as _apply last set it
+        self._memo: Memo = {}  # what ops remembered (Op.then), valid while only this connection writes
+        self._data_version: int | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -183,18 +185,24 @@ class Writer:
         try:
             self._journal(conn, all(op.bounded for ops, _ in batch for op in ops))
             conn.execute("BEGIN IMMEDIATE")
+            self._check_memo(conn)
             try:
                 outcomes = self._apply_together(conn, batch)
             except Exception as exc:
                 log.debug("a write batch is applied again op by op: %s", exc)
                 if conn.in_transaction:  # SQLite may have rolled back itself (a full disk)
                     conn.execute("ROLLBACK")
+                # What the ops remembered may be what was rolled back, and a failing op may leave
+                # behind what it remembered before it failed: forgotten, on both passes.
+                self._memo.clear()
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [self._apply_ops(conn, ops) for ops, _ in batch]
+                self._memo.clear()
             conn.execute("COMMIT")
             self.commits += 1
             return outcomes, True
         except Exception as exc:
+            self._memo.clear()
             if not is_disk_full(exc):
                 log.exception("write batch failed")
             try:
@@ -203,6 +211,13 @@ class Writer:
             except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
                 log.exception("rollback after a failed write batch failed")
             return [exc] * len(batch), False
+
+    def _check_memo(self, conn: sqlite3.Connection) -> None:
+        """Forget what ops remembered when another connection (a CLI process) has written since."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._memo.clear()
+            self._data_version = version
 
     def _apply_together(self, conn: sqlite3.Connection, batch: _Batch) -> list[list[int] | BaseException]:
         """Every op of the batch; raises on the first failure (the transaction must then be rolled back)."""
@@ -213,18 +228,19 @@ class Writer:
             run = [ops[0] for ops, _ in batch[start:end]]
             rows = rows_json([op.bulk.row for op in run if op.bulk]) if len(run) > 1 else None
             if rows is not None and run[0].bulk is not None:
-                if self._apply_one(conn, Op([(sql, (rows,)) for sql in run[0].bulk.statements])) != len(run):
+                together = Op([(sql, (rows,)) for sql in run[0].bulk.statements])
+                if self._apply_one(conn, together, self._memo) != len(run):
                     raise sqlite3.IntegrityError("a bulk statement changed another number of rows than it has ops")
                 outcomes += [[1] for _ in run]
             else:
-                outcomes += [[self._apply_one(conn, op) for op in ops] for ops, _ in batch[start:end]]
+                outcomes += [[self._apply_one(conn, op, self._memo) for op in ops] for ops, _ in batch[start:end]]
             start = end
         return outcomes
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[Op]) -> list[int] | BaseException:
         conn.execute("SAVEPOINT w")
         try:
-            outcome = [self._apply_one(conn, op) for op in ops]
+            outcome = [self._apply_one(conn, op, self._memo) for op in ops]
             conn.execute("RELEASE w")
             return outcome
         except Exception as exc:  # one bad op fails its caller, not the batch

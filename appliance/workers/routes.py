@@ -19,6 +19,7 @@ from appliance.api.auth import client_ip
 from appliance.api.envelope import ok, read_json, read_typed
 from appliance.credentials import hash_key
 from appliance.errors import ApiError, ValidationError
+from appliance.scanning.batches import MAX_SEQ
 from appliance.scanning.intake import ROWS_PER_TURN, claim_json
 from appliance.scanning.lifecycle import TERMINAL
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER
@@ -104,8 +105,10 @@ async def findings(request: Request) -> JSONResponse:
     raw: Any = wire.checked_findings(report) if report is not None else body.get("findings")
     scan_id, lease_id = _text(body, "scanId"), _text(body, "leaseId")
     first_seq = body.get("firstSeq")
-    if not isinstance(first_seq, int) or first_seq < 0 or not isinstance(raw, list) or len(raw) > 5000:
-        raise ValidationError("findings", "firstSeq (integer) and up to 5000 findings expected")
+    if (not isinstance(first_seq, int) or not isinstance(raw, list) or len(raw) > 5000
+            or not 0 <= first_seq <= MAX_SEQ - len(raw)):
+        raise ValidationError("findings", f"firstSeq (integer, its batch's seqs up to {MAX_SEQ}) and up to 5000"
+                                          " findings expected")
     batch: list[Any] = raw if report is not None else []
     if report is None:
         # A batch of hundreds of findings takes milliseconds to check: the loop serves what else

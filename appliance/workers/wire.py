@@ -7,30 +7,14 @@ checks one by one), which gives the answer and its errors, as before.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from appliance.api.envelope import check_depth
-from engines.base import CONFIDENCES, SEVERITIES, Finding
+from appliance.scanning.model import FindingStruct
 
-_CHECKED: dict[str, Any] = {"rule_id": str, "title": str, "severity": Literal[SEVERITIES],
-                            "confidence": Literal[CONFIDENCES]}
-
-
-def _field(spec: dataclasses.Field[Any]) -> tuple[str, Any] | tuple[str, Any, Any]:
-    kind = _CHECKED.get(spec.name, Any)
-    if spec.default_factory is not dataclasses.MISSING:
-        return spec.name, kind, msgspec.field(default_factory=spec.default_factory)
-    if spec.default is dataclasses.MISSING:
-        return spec.name, kind
-    return spec.name, kind, spec.default
-
-
-# Finding's fields in Finding's order: model.finding_values reads them by position.
-WireFinding = msgspec.defstruct("WireFinding", [_field(f) for f in dataclasses.fields(Finding)],
-                                forbid_unknown_fields=True)
+WireFinding = FindingStruct  # Finding's fields in Finding's order, as the worker sends them (vars)
 
 
 class FindingsReport(msgspec.Struct, forbid_unknown_fields=True):

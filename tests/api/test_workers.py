@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from appliance.scanning import model
 from appliance.scanning.reporter import INTERNAL_PREFIX
 from appliance.store.ops import Op
 from engines.base import Finding
 from tests.conftest import run_cli, run_cli_async, serve_in_process
+from tests.results_helpers import contract_finding
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +114,10 @@ async def test_malformed_reports_are_refused_in_the_envelope(setup):
     for body in ({"scanId": scan["id"], "leaseId": lease, "firstSeq": 0, "findings": [{"nope": 1}]},
                  {"scanId": scan["id"], "leaseId": lease, "firstSeq": 0, "findings": [{"rule_id": "r", "title": "t",
                                                                                       "severity": "apocalyptic"}]},
-                 {"scanId": scan["id"], "leaseId": lease, "firstSeq": -1, "findings": []}):
+                 {"scanId": scan["id"], "leaseId": lease, "firstSeq": -1, "findings": []},
+                 # seqs past SQLite's largest integer
+                 {"scanId": scan["id"], "leaseId": lease, "firstSeq": 2**63 - 2,
+                  "findings": [{"rule_id": "r", "title": "t"}] * 3}):
         r = await call(c, plain, "findings", **body)
         assert (r.status_code, r.json()["code"]) == (400, "VALIDATION_ERROR"), body
     r = await call(c, plain, "finish", scanId=scan["id"], leaseId=lease, status="running")
@@ -150,7 +153,7 @@ async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_r
     stored = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=0, findings=[wire])
     assert stored.json()["data"] == {"stored": 1}
     got = (await c.get(f"/api/v1/scans/{scan['id']}/results")).json()["data"]["findings"][0]
-    assert got == model.finding_json(Finding(**wire), scan["id"], "nmap", got["id"])
+    assert got == contract_finding(Finding(**wire), scan["id"], "nmap", got["id"])
     # A batch longer than one slice (intake.ROWS_PER_TURN) keeps its seq order and its ids distinct.
     many = [{"rule_id": f"r{i}", "title": "t"} for i in range(250)]
     stored = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=1, findings=many)

@@ -15,7 +15,7 @@ import pytest
 from OpenSSL import SSL
 
 from appliance import clock
-from appliance.scanning import lifecycle, model
+from appliance.scanning import batches, lifecycle
 from appliance.signing.verify import pinned_keys, verify_report
 from appliance.store import apply_sync, connect
 from tests.e2e import pqclient
@@ -46,7 +46,7 @@ def store_scan(data_dir: Path, count: int) -> str:
                                             "target": "127.0.0.1", "target_type": "ip", "status": "completed",
                                             "priority": "normal", "timeout": 60, "created_at": now,
                                             "queued_at": now, "lease_id": "t"}),
-                          model.findings_op(scan_id, "t", model.finding_rows(scan_id, "nmap", findings(count), 0)),
+                          batches.findings_op(scan_id, "t", "nmap", findings(count), 0),
                           lifecycle.recount(scan_id, "t")])
     finally:
         conn.close()

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from appliance import clock
 from appliance.store.ops import Op
 from tests.events.common import events_app, new_scan, run_to, services
 from tests.events.test_audit import verify
@@ -28,10 +27,9 @@ async def test_retention(data_dir, admin_key, monkeypatch):
         old, recent, running = await new_scan(client), await new_scan(client), await new_scan(client)
         for scan_id in (old, recent):
             await run_to(client, scan_id)
-        rows = [(clock.new_id(), scan_id, n, 1, "high", f"f{n}", "{}") for scan_id in (old, recent, running)
-                for n in range(10)]
-        await writer.write(Op([("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body)"
-                                " VALUES (?,?,?,?,?,?,?)", ())], many={0: rows}))
+        rows = [(scan_id, n, 1, "high", f"f{n}", "{}") for scan_id in (old, recent, running) for n in range(10)]
+        await writer.write(Op([("INSERT INTO findings (scan_id, seq, severity_rank, severity, fingerprint, body)"
+                                " VALUES (?,?,?,?,?,?)", ())], many={0: rows}))
         await writer.write(Op([("UPDATE scans SET completed_at = ? WHERE id = ?", (now - 20 * DAY, old)),
                                ("UPDATE scans SET total = 10 WHERE id = ?", (old,))]))
         for scan_id in (old, recent, running):

@@ -42,8 +42,8 @@ async def finish(client, scan_id: str, status: str, seconds: float | None, findi
         return
     await writer.write(lifecycle.claim(scan_id, lease, "t", "t", 60, []))
     for n in range(findings):
-        await writer.write(Op([("INSERT INTO findings (id, scan_id, seq, severity_rank, severity, fingerprint, body)"
-                                " VALUES (?,?,?,?,?,?,?)", (clock.new_id(), scan_id, n, 1, "high", f"fp{n}", "{}"))]))
+        await writer.write(Op([("INSERT INTO findings (scan_id, seq, severity_rank, severity, fingerprint, body)"
+                                " VALUES (?,?,?,?,?,?)", (scan_id, n, 1, "high", f"fp{n}", "{}"))]))
     await writer.write(lifecycle.finish(scan_id, lease, status, "ENGINE_ERROR" if status == "failed" else None))
     await writer.write(Op([("UPDATE scans SET started_at = 1000, completed_at = 1000 + ? WHERE id = ?",
                             (seconds, scan_id))]))

@@ -13,7 +13,7 @@ import pytest
 
 from appliance import clock
 from appliance.api.middleware import RequestMiddleware
-from appliance.scanning import lifecycle, model
+from appliance.scanning import batches, lifecycle
 from appliance.store.writer import Writer
 from engines.base import Finding
 from tests.conftest import serve_in_process
@@ -183,7 +183,7 @@ async def test_500_to_an_authenticated_request_carries_rate_limit_headers(client
 async def test_full_disk_is_503_with_retry_after_and_health_degraded(client, monkeypatch, failure):
     real = Writer._apply_one
 
-    def full(conn, op):
+    def full(conn, op, memo=None):
         raise failure
 
     assert (await client.get("/health")).json() == {"status": "ok"}
@@ -239,7 +239,7 @@ async def test_results_filters(data_dir, admin_key):
             lifecycle.submit({"id": scan_id, "tenant_id": tenant, "scan_type": "nmap", "target": "127.0.0.0/24",
                               "target_type": "network", "status": "completed", "priority": "normal",
                               "timeout": 60, "created_at": now, "queued_at": now, "lease_id": "t"}),
-            model.findings_op(scan_id, "t", model.finding_rows(scan_id, "nmap", findings, 0)),
+            batches.findings_op(scan_id, "t", "nmap", findings, 0),
             lifecycle.recount(scan_id, "t"))
         base = f"/api/v1/scans/{scan_id}/results"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import clock
-from appliance.scanning import lifecycle, model
+from appliance.scanning import batches, lifecycle
 from engines.base import Finding
 
 
@@ -32,8 +32,7 @@ async def add_scan(services: Any, count: int, status: str = "completed", scan_ty
                              "target_type": "ip", "status": status, "priority": "normal", "timeout": 60,
                              "created_at": now, "queued_at": now, "lease_id": "t", "options": '{"ratio": 0.5}'})]
     for start in range(0, count, 1000):
-        rows = model.finding_rows(scan_id, scan_type, findings(min(1000, count - start), start), start)
-        ops.append(model.findings_op(scan_id, "t", rows))
+        ops.append(batches.findings_op(scan_id, "t", scan_type, findings(min(1000, count - start), start), start))
     ops.append(lifecycle.recount(scan_id, "t"))
     await services.writer.write(*ops)
     return scan_id

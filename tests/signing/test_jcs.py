@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.scanning import model
 from appliance.signing import jcs
+from tests.results_helpers import contract_finding
 from tests.signing.common import findings
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "jcs"
@@ -68,7 +68,7 @@ def _random_key(rng: random.Random) -> str:
 def test_the_fast_path_for_stored_findings_gives_the_full_encoders_bytes():
     rng = random.Random(13)
     documents = [json.dumps(_random_value(rng)) for _ in range(3000)]
-    documents += [json.dumps(model.finding_json(f, "scan", "nmap", "id")) for f in findings(30)]
+    documents += [json.dumps(contract_finding(f, "scan", "nmap", "id")) for f in findings(30)]
     documents += ['{"a": NaN, "b": -Infinity}', '{"x": "\\ud800"}', "[1.0, 1e400]"]
     for text in documents:
         assert jcs.from_json(text) == jcs.dumps(json.loads(text)), text

@@ -1,4 +1,4 @@
-"""The last migration: `theharvester` (never a contract name) becomes `harvester` in scans and key restrictions."""
+"""Migration 6: `theharvester` (never a contract name) becomes `harvester` in scans and key restrictions."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from appliance.store.schema import MIGRATIONS
 
 def test_theharvester_is_renamed(tmp_path):
     conn = connect(tmp_path / "a.db")  # with the SQL functions earlier migrations use
-    for number, script in enumerate(MIGRATIONS[:-1], start=1):  # the schema as it was before
+    for number, script in enumerate(MIGRATIONS[:5], start=1):  # the schema as it was before
         for statement in _statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")

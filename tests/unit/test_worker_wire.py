@@ -15,6 +15,7 @@ from appliance.api import envelope
 from appliance.errors import ApiError
 from appliance.scanning import model
 from appliance.workers import routes, wire
+from tests.results_helpers import contract_finding
 
 
 def _request(body: bytes, ctype: str = "application/json") -> Request:
@@ -50,7 +51,7 @@ def test_a_report_the_slow_way_accepts_is_decoded_to_the_same_fields() -> None:
     slow = [routes._finding(item, index) for index, item in enumerate(envelope._parse(body)[0]["findings"])]
     fast = wire.checked_findings(report)
     assert [model.finding_values(f) for f in fast] == [model.finding_values(fields) for fields in slow]
-    assert [model.finding_json(f, "s", "e", "i") for f in fast] == [model.finding_json(fields, "s", "e", "i")
+    assert [contract_finding(f, "s", "e", "i") for f in fast] == [contract_finding(fields, "s", "e", "i")
                                                                   for fields in slow]
 
 

@@ -13,7 +13,7 @@ import pytest
 from appliance.scanning import lifecycle
 from appliance.store import writer as writer_module
 from appliance.store.db import connect, migrate
-from appliance.store.ops import Bulk, Op, apply_one, apply_sync, json_rows, rows_op
+from appliance.store.ops import Bulk, Memo, Op, apply_one, apply_sync, json_rows, rows_op
 from appliance.store.writer import Writer
 
 pytestmark = pytest.mark.anyio
@@ -99,9 +99,9 @@ async def _write_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: li
     path = _db(tmp_path)
     applied: list[Op] = []
 
-    def recording(conn: sqlite3.Connection, op: Op) -> int:
+    def recording(conn: sqlite3.Connection, op: Op, memo: Memo | None = None) -> int:
         applied.append(op)
-        return apply_one(conn, op)
+        return apply_one(conn, op, memo)
 
     monkeypatch.setattr(Writer, "_apply_one", staticmethod(recording))
     writer = Writer(path)
@@ -208,9 +208,9 @@ async def test_journals_are_in_memory_only_for_batches_of_bounded_ops(
     seen: list[int] = []
     real = Writer._apply_one
 
-    def recording(conn: sqlite3.Connection, op: Op) -> int:
+    def recording(conn: sqlite3.Connection, op: Op, memo: Memo | None = None) -> int:
         seen.append(conn.execute("PRAGMA temp_store").fetchone()[0])  # 2: MEMORY, 0: DEFAULT (a file)
-        return real(conn, op)
+        return real(conn, op, memo)
 
     monkeypatch.setattr(Writer, "_apply_one", staticmethod(recording))
     writer = Writer(path)
