@@ -110,8 +110,8 @@ async def scan_diff(request: Request) -> JSONResponse:
     severity_clause = ""
     if severities:
         marks = ", ".join(f":sev{i}" for i in range(len(severities)))
-        severity_clause = f" AND findings.severity IN ({marks})"
-        args.update({f"sev{i}": s for i, s in enumerate(severities)})
+        severity_clause = f" AND findings.severity_rank IN ({marks})"  # in the covering index
+        args.update({f"sev{i}": SEVERITIES.index(s) for i, s in enumerate(severities)})
     counts = {c: services.reader.scalar(f"SELECT count(*) FROM findings WHERE {_SETS[c]}{severity_clause}", args)
               for c in CHANGES}
     wanted = [c for c in CHANGES if c in changes]

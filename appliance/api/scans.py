@@ -176,14 +176,15 @@ async def scan_results(request: Request) -> Response:
 def _result_filters(request: Request, scan_id: str) -> tuple[str, list[Any]]:
     """``severity`` and the finding filters; each may repeat (any of the values matches)."""
     query = request.query_params
-    where, params = ["scan_id = ?"], [scan_id]
+    where: list[str] = ["scan_id = ?"]
+    params: list[Any] = [scan_id]
     severities = query.getlist("severity")
     for severity in severities:
         if severity not in SEVERITIES:
             raise ValidationError("severity", f"must be one of {', '.join(SEVERITIES)}")
     if severities:
-        where.append(f"severity IN ({','.join('?' * len(severities))})")
-        params += severities
+        where.append(f"severity_rank IN ({','.join('?' * len(severities))})")  # in the covering index
+        params += [SEVERITIES.index(s) for s in severities]
     for name, sql in RESULT_FILTERS.items():
         values: list[Any] = query.getlist(name)
         if not values:
