@@ -153,6 +153,13 @@ class _Seen:
 
 
 MAX_SCANS = 8  # running scans whose fingerprints the writer keeps (the rest are read again when needed)
+_KEY = "fingerprints"
+
+
+def forget(scan_id: str) -> Op:
+    """Drops what the writer remembers of the scan's fingerprints (its run ended: a large scan's would
+    otherwise stay in memory until other scans push them out). Late findings read them again."""
+    return Op([], then=lambda _conn, memo: memo.pop((_KEY, scan_id), None))
 
 
 def _seen(conn: sqlite3.Connection, memo: Memo, scan_id: str, lease_id: str) -> _Seen:
@@ -160,7 +167,7 @@ def _seen(conn: sqlite3.Connection, memo: Memo, scan_id: str, lease_id: str) -> 
     changed since: another lease (a retry's claim deleted the findings), or a finding of the scan
     deleted since by anything else (retention): ``scans.findings_deleted`` counts them (a trigger)."""
     deletes = _deletes(conn, scan_id)
-    key = ("fingerprints", scan_id)
+    key = (_KEY, scan_id)
     seen: _Seen | None = memo.pop(key, None)
     if seen is None or seen.lease_id != lease_id or seen.deletes != deletes:
         seqs: dict[str, int] = {}
@@ -169,7 +176,7 @@ def _seen(conn: sqlite3.Connection, memo: Memo, scan_id: str, lease_id: str) -> 
                 seqs[fingerprint] = seq
         seen = _Seen(lease_id, deletes, seqs)
     memo[key] = seen  # the most recently used last
-    scans = [k for k in memo if isinstance(k, tuple) and k[0] == "fingerprints"]
+    scans = [k for k in memo if isinstance(k, tuple) and k[0] == _KEY]
     for old in scans[:-MAX_SCANS]:
         del memo[old]
     return seen

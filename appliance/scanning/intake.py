@@ -106,8 +106,8 @@ class Intake:
                      message: str | None = None) -> bool:
         """The run's end. A scan a cancel already ended keeps its status; its summary is recounted
         with the findings that arrived after the cancel."""
-        done, _ = await self._writer.write(lifecycle.finish(scan_id, lease_id, status, code, message),
-                                           lifecycle.recount(scan_id, lease_id))
+        done, _, _ = await self._writer.write(lifecycle.finish(scan_id, lease_id, status, code, message),
+                                              lifecycle.recount(scan_id, lease_id), batches.forget(scan_id))
         return bool(done)
 
     async def release(self, scan_id: str, lease_id: str) -> bool:

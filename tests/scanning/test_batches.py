@@ -126,6 +126,15 @@ async def test_the_writer_remembers_fingerprints_between_batches(tmp_path: Path,
     assert _count(tmp_path / "db.sqlite") == 45
 
 
+async def test_a_finished_run_is_forgotten_and_late_findings_still_deduplicated(tmp_path: Path, writer: Writer) -> None:
+    await writer.write(batches.findings_op("s", "lease", "nmap", _findings(30), 0))
+    assert ("fingerprints", "s") in writer._memo
+    await writer.write(batches.forget("s"))
+    assert ("fingerprints", "s") not in writer._memo
+    await writer.write(batches.findings_op("s", "lease", "nmap", _findings(30, 20), 30))  # read again
+    assert _count(tmp_path / "db.sqlite") == 50
+
+
 async def test_findings_deleted_on_the_writers_connection_are_stored_again(tmp_path: Path, writer: Writer) -> None:
     await writer.write(batches.findings_op("s", "lease", "nmap", _findings(30), 0))
     await writer.write(Op([("DELETE FROM findings WHERE scan_id = 's' AND seq < 10", ())]))  # retention, say
