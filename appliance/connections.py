@@ -8,6 +8,7 @@ do, but takes milliseconds per read on some kernels.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import struct
@@ -26,11 +27,26 @@ _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, po
 _SPORT_AT = _HEADER.size + 4  # inet_diag_msg: family, state, timer, retrans, then the socket id's sport
 
 
-def count(ports: frozenset[int]) -> int:
-    """TCP connections whose local port is one of ``ports`` (both address families)."""
+BOTH = (socket.AF_INET, socket.AF_INET6)
+
+
+def families(hosts: Iterable[str]) -> tuple[int, ...]:
+    """The address families connections to listeners on ``hosts`` can have: IPv4 alone when every
+    host is an IPv4 address (a dump walks the kernel's whole TCP table, whatever it looks for: one
+    family is half the cost), else both (``::`` also takes IPv4 connections, as IPv6 sockets)."""
+    try:
+        if all(ipaddress.ip_address(host).version == 4 for host in hosts):
+            return (socket.AF_INET,)
+    except ValueError:  # a name: it may resolve to either
+        pass
+    return BOTH
+
+
+def count(ports: frozenset[int], address_families: tuple[int, ...] = BOTH) -> int:
+    """TCP connections whose local port is one of ``ports`` (in ``address_families``)."""
     total = 0
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
-        for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+        for sequence, family in enumerate(address_families, 1):
             request = struct.pack("=BBBBI48x", family, socket.IPPROTO_TCP, 0, 0, _STATES)  # inet_diag_req_v2
             sock.sendall(_HEADER.pack(_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                                       _NLM_F_REQUEST | _NLM_F_DUMP, sequence, 0) + request)
@@ -68,8 +84,9 @@ class ConnectionGauge:
     the cap then stops applying, and the descriptor limit (``LimitNOFILE``) is what remains."""
 
     def __init__(self, ports: Iterable[int], cap: int, max_age: float = 0.05, recheck: float = 0.005,
-                 linger: float = 1.0) -> None:
+                 linger: float = 1.0, address_families: tuple[int, ...] = BOTH) -> None:
         self.ports = frozenset(ports)
+        self.address_families = address_families
         self.cap = cap
         self.max_age = max_age
         self.recheck = recheck
@@ -103,7 +120,7 @@ class ConnectionGauge:
         if self._broken:
             return
         try:
-            value = count(self.ports)
+            value = count(self.ports, self.address_families)
         except OSError as exc:
             self._broken = True
             value = 0

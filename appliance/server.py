@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from appliance.connections import ConnectionGauge
+from appliance.connections import ConnectionGauge, families
 from appliance.httplimits import Limits, busy
 
 if TYPE_CHECKING:
@@ -200,7 +200,8 @@ async def _serve(app: Starlette, listen: Listen) -> int:
 async def _until_stopped(app: Starlette, listen: Listen, stop: asyncio.Event) -> int:
     pq = listen.pq
     ports = {listen.port} | ({pq.sock.getsockname()[1]} if pq else set())
-    gate = Gate(app, ConnectionGauge(ports, listen.limits.max_connections))
+    hosts = [listen.host] + ([pq.sock.getsockname()[0]] if pq else [])
+    gate = Gate(app, ConnectionGauge(ports, listen.limits.max_connections, address_families=families(hosts)))
     server = _granian(gate, listen)
     serving = asyncio.create_task(server.serve())
     pq_server = _PQServer(pq, gate, listen.limits) if pq else None

@@ -42,6 +42,22 @@ def test_count_sees_exactly_the_connections_to_a_port():
                 s.close()
 
 
+def test_an_ipv4_listener_is_counted_in_ipv4_alone():
+    assert connections.families(["127.0.0.1", "0.0.0.0"]) == (socket.AF_INET,)
+    assert connections.families(["127.0.0.1", "::"]) == connections.BOTH  # :: takes IPv4 too
+    assert connections.families(["localhost"]) == connections.BOTH  # a name may resolve to either
+    with listener() as srv:
+        port = srv.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        server_side = srv.accept()[0]
+        try:
+            assert connections.count(frozenset({port}), (socket.AF_INET,)) == 1
+            assert connections.count(frozenset({port}), (socket.AF_INET6,)) == 0
+        finally:
+            client.close()
+            server_side.close()
+
+
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 def test_count_sees_ipv6_connections():
     try:
@@ -66,7 +82,7 @@ def _request_side(monkeypatch, *counts: int) -> tuple[ConnectionGauge, list[int]
     taken: list[int] = []
     given = iter(counts)
 
-    def fake(ports):
+    def fake(ports, families=connections.BOTH):
         taken.append(1)
         return next(given)
 
@@ -91,7 +107,7 @@ def test_requests_read_the_last_count_except_after_a_quiet_spell_or_to_refuse(mo
 def test_the_thread_counts_while_requests_come_and_rests_after(monkeypatch):
     calls: list[int] = []
 
-    def fake(ports):
+    def fake(ports, families=connections.BOTH):
         calls.append(1)
         return len(calls)
 
@@ -110,7 +126,7 @@ def test_the_thread_counts_while_requests_come_and_rests_after(monkeypatch):
 
 
 def test_a_kernel_that_refuses_the_count_disables_the_cap_with_one_warning(monkeypatch, caplog):
-    def refuse(ports):
+    def refuse(ports, families=connections.BOTH):
         raise OSError("no netlink here")
 
     now = [0.0]
