@@ -87,7 +87,7 @@ def _loads(text: str) -> Any:
 
 
 def _field(spec: dataclasses.Field[Any]) -> tuple[str, Any] | tuple[str, Any, Any]:
-    kind = _CHECKED.get(spec.name, Any)
+    kind = _CHECKED.get(spec.name, _SCALAR)
     if spec.default_factory is not dataclasses.MISSING:
         return spec.name, kind, msgspec.field(default_factory=spec.default_factory)
     if spec.default is dataclasses.MISSING:
@@ -97,11 +97,21 @@ def _field(spec: dataclasses.Field[Any]) -> tuple[str, Any] | tuple[str, Any, An
 
 # A finding's fields as msgspec decodes a remote worker's report entry (appliance.workers.wire) and
 # encodes a stored finding (appliance.scanning.batches): Finding's fields in its order, by their
-# Python names, known fields only; ruleId and title strings, a known severity and confidence,
-# everything else as it came. Not tracked by the garbage collector: decoded JSON holds no reference
-# cycles, and a report's thousand entries would otherwise set off collections.
-_CHECKED: dict[str, Any] = {"rule_id": str, "title": str, "severity": Literal[SEVERITIES],
-                            "confidence": Literal[CONFIDENCES]}
+# Python names, known fields only; ruleId and title strings, a known severity and confidence, the
+# fingerprint's text fields text or null; the other fields in the shapes findings have them: a JSON
+# scalar, for cve, cwe and references also a list of scalars, for cvss an object of scalars, raw
+# anything. So only raw can nest deeper than one level (the depth check walks it alone). A report
+# the slow way accepts in other shapes (a list for a description) goes the slow way, with its
+# answer. Not tracked by the garbage collector: decoded JSON holds no reference cycles, and a
+# report's thousand entries would otherwise set off collections.
+_SCALAR = str | int | float | bool | None
+# The fingerprint's text fields must be text (the slow way refuses anything else too: routes._finding).
+IDENTITY_TEXT = ("host", "ip", "protocol", "url", "parameter")
+_CHECKED: dict[str, Any] = {**dict.fromkeys(IDENTITY_TEXT, str | None), "rule_id": str, "title": str,
+                            "severity": Literal[SEVERITIES],
+                            "confidence": Literal[CONFIDENCES], "cve": list[_SCALAR] | _SCALAR,
+                            "cwe": list[_SCALAR] | _SCALAR, "references": list[_SCALAR] | _SCALAR,
+                            "cvss": dict[str, _SCALAR] | _SCALAR, "raw": Any}
 FindingStruct = msgspec.defstruct("FindingStruct", [_field(f) for f in dataclasses.fields(Finding)],
                                   forbid_unknown_fields=True, gc=False)
 # What a finding comes as: a Finding, its fields by name (the slow way's checked wire form), or a

@@ -22,6 +22,7 @@ from appliance.errors import ApiError, ValidationError
 from appliance.scanning.batches import MAX_SEQ
 from appliance.scanning.intake import ROWS_PER_TURN, claim_json
 from appliance.scanning.lifecycle import TERMINAL
+from appliance.scanning.model import IDENTITY_TEXT
 from appliance.scanning.reporter import INTERNAL_PREFIX, WORKER_TOKEN_HEADER
 from appliance.workers import wire
 from appliance.workers.store import TOKEN_RE, WorkerIdentity, identity, seen_op
@@ -166,6 +167,8 @@ def _finding(item: Any, index: int) -> dict[str, Any]:
     fields = {**_DEFAULTS, **item}
     if not isinstance(fields["rule_id"], str) or not isinstance(fields["title"], str):
         raise ValidationError(f"findings[{index}]", "ruleId and title must be strings")
+    if not all(fields[name] is None or isinstance(fields[name], str) for name in IDENTITY_TEXT):
+        raise ValidationError(f"findings[{index}]", f"{', '.join(IDENTITY_TEXT)} must be strings or null")
     if fields["severity"] not in SEVERITIES or fields["confidence"] not in CONFIDENCES:
         raise ValidationError(f"findings[{index}]", f"bad severity {fields['severity']!r} or confidence "
                                                     f"{fields['confidence']!r}")

@@ -1,9 +1,9 @@
 """A remote worker's findings report as msgspec types: decoded and checked in one pass of C code.
 
-The types accept exactly what the route's checks accept (``Finding(**item)``'s: known fields only,
-``rule_id`` and ``title`` strings, a known severity and confidence; every other field as it came),
-and nothing else in the body; whatever they refuse goes the slow way (:func:`read_json`, then the
-checks one by one), which gives the answer and its errors, as before.
+The types accept what the route's checks accept (``Finding(**item)``'s: known fields only, ``rule_id``
+and ``title`` strings, a known severity and confidence) with the other fields in the shapes findings
+have them (model.FindingStruct), and nothing else in the body; whatever they refuse goes the slow
+way (:func:`read_json`, then the checks one by one), which gives the answer and its errors.
 """
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ FIELD_DEPTH = 3
 
 def checked_findings(report: FindingsReport) -> list[Any]:
     """The decoded findings (each a Struct of :class:`Finding`'s fields, in its order: what
-    :func:`~appliance.scanning.model.finding_values` reads), after the depth check of what their
-    free fields hold."""
-    check_depth([value for finding in report.findings for value in msgspec.structs.astuple(finding)
-                 if type(value) in _CONTAINERS], FIELD_DEPTH)
-    return report.findings
+    :func:`~appliance.scanning.model.finding_values` reads), after the depth check of their raw
+    data, the one field whose type lets it nest (model.FindingStruct)."""
+    findings: list[Any] = report.findings
+    check_depth([finding.raw for finding in findings if type(finding.raw) in _CONTAINERS], FIELD_DEPTH)
+    return findings
 
 
 _CONTAINERS = (dict, list)

@@ -141,6 +141,8 @@ async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_r
     refused = [({"rule_id": "r"}, 400, "VALIDATION_ERROR"), ({"rule_id": 1, "title": "t"}, 400, "VALIDATION_ERROR"),
                ({"rule_id": "r", "title": "t", "confidence": "total"}, 400, "VALIDATION_ERROR"),
                ({"rule_id": "r", "title": "t", "severity": ["info"]}, 400, "VALIDATION_ERROR"),
+               ({"rule_id": "r", "title": "t", "host": {"name": "h"}}, 400, "VALIDATION_ERROR"),
+               ({"rule_id": "r", "title": "t", "url": 5}, 400, "VALIDATION_ERROR"),
                ([], 400, "VALIDATION_ERROR"), ({"rule_id": "r", "title": "t", "raw": deep}, 400, "INVALID_JSON")]
     for item, status, code in refused:
         r = await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=0, findings=[wire, item])
@@ -161,6 +163,12 @@ async def test_reported_findings_are_stored_as_a_finding_would_be_and_bad_ones_r
     page = (await c.get(f"/api/v1/scans/{scan['id']}/results?limit=1000")).json()["data"]["findings"]
     assert [f["ruleId"] for f in page] == ["r", *(f"r{i}" for i in range(250))]
     assert len({f["id"] for f in page}) == 251
+    # A field in a shape findings do not have goes the slow way, and is stored as it came all the same.
+    odd: dict[str, Any] = {"rule_id": "odd", "title": "t", "description": ["a", {"b": 1}], "references": [["nested"]]}
+    assert (await call(c, plain, "findings", scanId=scan["id"], leaseId=lease, firstSeq=5000,
+                       findings=[odd])).json()["data"] == {"stored": 1}
+    got = next(f for f in (await c.get(f"/api/v1/scans/{scan['id']}/results?ruleId=odd")).json()["data"]["findings"])
+    assert got == contract_finding(Finding(**odd), scan["id"], "nmap", got["id"])
 
 
 def test_workers_cli_lists_zones_and_refuses_bad_input(data_dir, admin_key):
