@@ -165,7 +165,7 @@ async def scan_results(request: Request) -> Response:
             if name in request.query_params:
                 raise ValidationError(name, f"an export (format={fmt}) is the whole result set; it has no pages")
         return await export_response(services, row, fmt, where, params)
-    # Each finding is sent as stored (valid JSON, written by model.findings_op): no parse and re-render.
+    # Each finding is sent as stored (valid JSON, written by scanning.batches): no parse and re-render.
     findings, pages = paged(request, services.reader, "findings", where, params, "severity_rank, seq",
                             lambda r: r[0], max_limit=1000, default_limit=100, columns="body", as_values=True)
     data = {"scanId": row["id"], "scanType": row["scan_type"], "status": row["status"],

@@ -161,7 +161,7 @@ def _owned(request: Request, me: WorkerIdentity, scan_id: str, lease_id: str) ->
 def _finding(item: Any, index: int) -> dict[str, Any]:
     """A wire finding checked as ``Finding(**item)`` would check it (known fields only, ruleId and title
     given as strings, a known severity and confidence), as its fields by name with the defaults
-    filled in: what :func:`~appliance.scanning.model.finding_rows` stores, without building an object."""
+    filled in: what :class:`~appliance.scanning.batches.BatchEncoder` stores, without building an object."""
     if type(item) is not dict or not item.keys() <= _FINDING_FIELDS:
         raise ValidationError(f"findings[{index}]", "must be a finding object")
     fields = {**_DEFAULTS, **item}
