@@ -1,10 +1,10 @@
-"""Each row of the bench's table: how it is measured. A ``Setup`` carries the running servers and
-the settings of this run (quick or full); every function returns table rows (see ``Row``)."""
+"""Each row of the bench's table: how it is measured (the findings rows: ingest.py). A ``Setup``
+carries the running servers and the settings of this run (quick or full); every function returns
+table rows (see ``Row``)."""
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, Appliance, Reference, rss_mib, thread_cpu_seconds, wait_for, wrk
+from harness import ROOT, Appliance, Reference, rss_mib, wait_for, wrk
 
 
 @dataclass
@@ -85,7 +85,7 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def _invalid(runs: list[dict[str, Any]]) -> str:
+def invalid_runs(runs: list[dict[str, Any]]) -> str:
     bad = sum(r["non2xx"] for r in runs)
     errors = sum(r["errors"] for r in runs)
     if bad or errors:
@@ -114,7 +114,7 @@ def versus_reference(setup: Setup, label: str, path: Callable[[Appliance], str],
         ok = goal is None or (ratio >= goal and (p99_goal is None or p99 <= p99_goal))
         goal_text = "" if goal is None else f">= {goal:g}" + (f", p99 <= {p99_goal:g} ms" if p99_goal else "")
         rows.append(Row(f"{label} [{appliance.name}]", f"{ratio:.2f}x", goal_text,
-                        _invalid(mine) or ("" if goal is None else verdict(ok)),
+                        invalid_runs(mine) or ("" if goal is None else verdict(ok)),
                         f"{median([m['ok_rps'] for m in mine]):,.0f} req/s p50 "
                         f"{median([m['p50_ms'] for m in mine]):.1f} ms p99 {p99:.1f} ms; "
                         f"reference {ref_rps:,.0f} req/s p99 "
@@ -151,119 +151,10 @@ def post_scans(setup: Setup, appliance: Appliance, label: str = "POST /scans acc
     rate = median([r["ok_rps"] for r in runs])
     ok = goal is None or (rate >= goal and durable)
     return Row(f"{label} [{appliance.name}]", f"{rate:,.0f}/s", "" if goal is None else f">= {goal:,.0f}/s",
-               _invalid(runs) or ("" if goal is None else verdict(ok)) or ("" if durable else "NOT durable"),
+               invalid_runs(runs) or ("" if goal is None else verdict(ok)) or ("" if durable else "NOT durable"),
                f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms; server CPU per request "
                f"{median([r.get('cpu_us', 0) for r in runs]):.0f} µs; every 2xx a queued row and a queue task: "
                f"{'yes' if durable else 'NO'}")
-
-
-def ingest(setup: Setup) -> list[Row]:
-    """Findings ingest, ``setup.reps`` rounds alternating the appliances (each round a fresh scan of
-    ``setup.findings``); per appliance the median round, with every round's rate."""
-    runs: dict[str, list[dict[str, Any]]] = {a.name: [] for a in setup.appliances}
-    for _ in range(setup.reps):
-        for appliance in setup.appliances:
-            runs[appliance.name].append(ingest_once(setup, appliance))
-    rows = []
-    for appliance in setup.appliances:
-        done = sorted(runs[appliance.name], key=lambda r: r["rate"])
-        mid = done[len(done) // 2]
-        setup.scan_ids[f"results:{appliance.name}"] = mid["scan_id"]
-        rates = " · ".join(f"{r['rate']:,.0f}" for r in runs[appliance.name])
-        rows.append(Row(f"findings ingest, {setup.findings:,} of one scan [{appliance.name}]",
-                        f"{mid['rate']:,.0f} rows/s",
-                        ">= 50,000 rows/s, /health p99 <= 50 ms",
-                        verdict(mid["rate"] >= 50_000 and mid["p99"] <= 50 and mid["stored"]),
-                        f"median of {len(done)} round(s) ({rates} rows/s); {mid['detail']}"))
-    return rows
-
-
-def ingest_once(setup: Setup, appliance: Appliance) -> dict[str, Any]:
-    """A remote worker (``workers add``) claims a scan and posts ``setup.findings`` findings through
-    RemoteReporter, batch by batch as ScanTask does, while wrk keeps asking for /health."""
-    import httpx
-
-    from appliance.scanning.reporter import WORKER_TOKEN_HEADER, RemoteReporter
-    from appliance.scanning.sender import send_batches
-    from appliance.scanning.task import TaskSettings
-    from engines.base import SEVERITIES, Finding
-
-    token = json.loads(appliance.cli("workers", "add", f"bench-{time.time_ns()}", "--json"))["token"]
-    status, created = appliance.client().call("POST", "/api/v1/scans", appliance.admin_key,
-                                              {"scanType": "nmap", "target": "127.0.0.1", "options": {"ports": "80"}})
-    assert status == 201, created
-    scan_id = created["data"]["id"]
-    findings = [Finding(rule_id=f"bench-rule-{i % 97}", title=f"Bench finding {i}", severity=SEVERITIES[i % 5],
-                        host="127.0.0.1", port=i % 65535 + 1, protocol="tcp", url=f"https://127.0.0.1/item/{i}",
-                        description="A finding generated by the bench. " * 4, evidence=f"evidence {i}",
-                        cve=[f"CVE-2024-{i % 9000 + 1000}"], references=["https://example.invalid/advisory"],
-                        raw={"index": i}) for i in range(setup.findings)]
-    settings = TaskSettings()
-    batch = settings.batch
-    client = httpx.Client(base_url=appliance.url, verify=str(appliance.cert), timeout=60,
-                          headers={WORKER_TOKEN_HEADER: token})
-    reporter = RemoteReporter(client, "bench-worker")
-    claim = reporter.claim(_job(scan_id), str(setup.work))
-    assert claim is not None, "the worker could not claim the scan"
-    before = json.loads(appliance.tool("counts"))["findings"]
-    # The probe: 2 connections, each asking every 10 ms (about 200 req/s) — a load balancer's or a
-    # pipeline's view of the server, not a second load competing with the ingest for the one core.
-    health = subprocess.Popen(["wrk", "-t", "1", "-c", "2", "-d", "600s", "-s", str(Path(__file__).parent / "lua"
-                               / "keys.lua"), appliance.url + "/health", "--", "-", "GET", "-", "10"],
-                              stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
-    assert appliance.server is not None
-    server_cpu = thread_cpu_seconds(appliance.server.pid)
-    worker_cpu = time.process_time()
-    started = time.perf_counter()
-    with spy(setup, appliance, f"ingest-{appliance.name}"):
-        # What ScanTask._store does: the same sender, batch size and batches in flight.
-        stored_now, kept = send_batches(lambda chunk, first: reporter.findings(claim, "nmap", chunk, first),
-                                        iter(findings), settings.batch, settings.in_flight)
-        assert kept and stored_now == len(findings), "lease lost"
-    elapsed = time.perf_counter() - started
-    worker_cpu = time.process_time() - worker_cpu
-    # Where the CPU went per row (the probe's /health requests included): the event loop's thread,
-    # the server's other threads (nearly all of it the writer's: aiosqlite's connection thread; Python
-    # names no thread for the OS), and this worker process.
-    loop_now, rest_now = thread_cpu_seconds(appliance.server.pid)
-    loop_us = (loop_now - server_cpu[0]) / setup.findings * 1e6
-    writer_us = (rest_now - server_cpu[1]) / setup.findings * 1e6
-    os.kill(health.pid, signal.SIGINT)
-    out, _ = health.communicate(timeout=30)
-    line = next(ln for ln in out.splitlines() if ln.startswith("BENCH "))
-    probe = json.loads(line[6:])
-    assert reporter.finish(claim, "completed")
-    client.close()
-    stored = json.loads(appliance.tool("counts"))["findings"] - before
-    rate = setup.findings / elapsed
-    p99 = probe["p99_us"] / 1000
-    return {"scan_id": scan_id, "rate": rate, "p99": p99, "stored": stored >= setup.findings,
-            "detail": f"{elapsed:.2f} s in batches of {batch}, {settings.in_flight} in flight; {stored:,} rows stored; "
-                      f"CPU per row: server {loop_us + writer_us:.0f} µs (event loop {loop_us:.0f}, "
-                      f"writer and other threads {writer_us:.0f}), worker {worker_cpu / setup.findings * 1e6:.0f} µs; "
-                      f"/health meanwhile: "
-                      f"{probe['requests'] / (probe['duration_us'] / 1e6):,.0f} req/s, p99 {p99:.1f} ms, "
-                      f"max {probe['max_us'] / 1000:.0f} ms"}
-
-
-def _job(scan_id: str) -> Any:
-    from appliance.scanning.job import Job
-
-    # What the queue would hand a worker: only the scan id matters, the claim answers the rest.
-    return Job(scan_id=scan_id, tenant_id="", scan_type="nmap", target="", target_type="ip", options={},
-               timeout=0, priority="normal")
-
-
-def results_page(setup: Setup, appliance: Appliance) -> Row:
-    scan_id = setup.scan_ids[f"results:{appliance.name}"]
-    runs = [wrk(f"{appliance.url}/api/v1/scans/{scan_id}/results?limit=1000", setup.seconds, connections=1,
-                threads=1, keys=setup.keys(appliance, 20)) for _ in range(setup.reps)]
-    p50 = median([r["p50_ms"] for r in runs])
-    return Row(f"GET /results?limit=1000, {setup.findings:,}-finding scan [{appliance.name}]", f"{p50:.1f} ms",
-               "<= 30 ms median", _invalid(runs) or verdict(p50 <= 30),
-               f"p99 {median([r['p99_ms'] for r in runs]):.1f} ms, {median([r['rps'] for r in runs]):.0f} req/s "
-               f"(1 connection), {median([r['bytes'] / r['requests'] for r in runs]) / 1024:.0f} KiB/answer")
 
 
 def binary(setup: Setup) -> list[Row]:
@@ -378,7 +269,7 @@ def io_thread_scale(setup: Setup) -> list[Row]:
             app.stop()
         ratio = median([m["ok_rps"] / r["rps"] for m, r in zip(mine, ref, strict=True)])
         rows.append(Row(f"authenticated GET /scans/:id ÷ bare reference, server.io_threads = {threads}",
-                        f"{ratio:.2f}x", "", _invalid(mine),
+                        f"{ratio:.2f}x", "", invalid_runs(mine),
                         f"{median([m['ok_rps'] for m in mine]):,.0f} req/s p99 "
                         f"{median([m['p99_ms'] for m in mine]):.1f} ms; reference "
                         f"{median([r['rps'] for r in ref]):,.0f} req/s"))

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+import ingest
 import measures
 from harness import PYTHON, ROOT, Appliance, Reference, wrk
 from measures import Row, Setup
@@ -141,8 +142,8 @@ def main() -> int:
             for appliance in setup.appliances:
                 rows.append(measures.post_scans(setup, appliance))
         if wanted("ingest"):
-            rows += measures.ingest(setup)
-            rows += [measures.results_page(setup, appliance) for appliance in setup.appliances]
+            rows += ingest.ingest(setup)
+            rows += [ingest.results_page(setup, appliance) for appliance in setup.appliances]
         if wanted("binary"):
             rows += measures.binary(setup)
         if wanted("nmap"):

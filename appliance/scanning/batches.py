@@ -154,6 +154,7 @@ class _Seen:
 
 MAX_SCANS = 8  # running scans whose fingerprints the writer keeps (the rest are read again when needed)
 _KEY = "fingerprints"
+_VERSION = "data_version"  # PRAGMA data_version when the remembered fingerprints were last right
 
 
 def forget(scan_id: str) -> Op:
@@ -164,8 +165,14 @@ def forget(scan_id: str) -> Op:
 
 def _seen(conn: sqlite3.Connection, memo: Memo, scan_id: str, lease_id: str) -> _Seen:
     """The scan's stored fingerprints, as remembered, or read from the table when they may have
-    changed since: another lease (a retry's claim deleted the findings), or a finding of the scan
-    deleted since by anything else (retention): ``scans.findings_deleted`` counts them (a trigger)."""
+    changed since: another connection wrote, another lease (a retry's claim deleted the findings), or
+    a finding of the scan deleted since by anything else (retention): ``scans.findings_deleted``
+    counts them (a trigger)."""
+    version = conn.execute("PRAGMA data_version").fetchone()[0]
+    if memo.get(_VERSION) != version:  # another connection (a CLI process) wrote since: forget all scans
+        for old in [k for k in memo if isinstance(k, tuple) and k[0] == _KEY]:
+            del memo[old]
+        memo[_VERSION] = version
     deletes = _deletes(conn, scan_id)
     key = (_KEY, scan_id)
     seen: _Seen | None = memo.pop(key, None)

@@ -46,7 +46,8 @@ class Op:
     # The rest of the op, when it depends on what the database holds (which of a findings batch's
     # fingerprints its scan already has): run on the connection after ``statements`` (only when the
     # guard held), with what earlier ops remembered in ``memo``. The writer keeps its memo between
-    # transactions and empties it when a transaction failed or another connection wrote.
+    # transactions and empties it when a transaction failed; what else could make it stale (another
+    # connection's writes) is the op's to check.
     then: Callable[[sqlite3.Connection, Memo], None] | None = None
 
 

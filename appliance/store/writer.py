@@ -79,8 +79,7 @@ class Writer:
         self.problem: str | None = None
         self.commits = 0  # transactions committed: a change here empties the caches of rows read (rowcache.py)
         self.journal_in_memory = False  # the connection's temp_store, as _apply last set it
-        self._memo: Memo = {}  # what ops remembered (Op.then), valid while only this connection writes
-        self._data_version: int | None = None
+        self._memo: Memo = {}  # what ops remembered (Op.then); emptied when a transaction fails
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -185,7 +184,6 @@ class Writer:
         try:
             self._journal(conn, all(op.bounded for ops, _ in batch for op in ops))
             conn.execute("BEGIN IMMEDIATE")
-            self._check_memo(conn)
             try:
                 outcomes = self._apply_together(conn, batch)
             except Exception as exc:
@@ -211,13 +209,6 @@ class Writer:
             except Exception:  # the writer must outlive a failed rollback; SQLite rolls back itself
                 log.exception("rollback after a failed write batch failed")
             return [exc] * len(batch), False
-
-    def _check_memo(self, conn: sqlite3.Connection) -> None:
-        """Forget what ops remembered when another connection (a CLI process) has written since."""
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
-            self._memo.clear()
-            self._data_version = version
 
     def _apply_together(self, conn: sqlite3.Connection, batch: _Batch) -> list[list[int] | BaseException]:
         """Every op of the batch; raises on the first failure (the transaction must then be rolled back)."""
